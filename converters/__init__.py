@@ -1,0 +1,1 @@
+"""One module per dataset: raw download -> records. The registry is `facecorpus.converters.registry`."""

@@ -1,0 +1,56 @@
+"""The `facecorpus` command line.
+
+Each command lives beside the code it drives and is imported only when it runs, so
+`facecorpus --help` answers at once and a user converting annotations never waits for torch or Ray.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+# name -> "module:function" (a click.Command) and its one-line help, in pipeline order.
+COMMANDS = {
+    "convert": ("facecorpus.converters.cli:convert", "Raw dataset downloads -> Parquet manifest of face-text records."),
+    "report": ("facecorpus.reports.cli:report", "Label statistics of a manifest (and shards): report.json + report.html."),
+    "tokenize": ("facecorpus.shards.cli:tokenize", "Encode every unique face once with a VQGAN on Ray into the token cache."),
+    "shard": ("facecorpus.shards.cli:shard", "Join records with cached codes, shuffle, write WebDataset shards + index.json."),
+    "verify": ("facecorpus.shards.cli:verify", "Re-read shards: counts, sha256 and that every sample decodes."),
+    "train": ("facecorpus.trainer.train_cli:train", "Train the Talk2Face prefix-LM on shards (alone or under torchrun)."),
+    "generate": ("facecorpus.trainer.generate_cli:generate", "Sample faces, captions or attribute values from a checkpoint."),
+    "evaluate": ("facecorpus.trainer.evaluate_cli:evaluate", "Evaluate a checkpoint with the paper's protocols."),
+    "demo": ("facecorpus.demo:demo", "The whole job at toy scale on bundled sample data, no downloads."),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use (click docs, "Lazily Loading Subcommands")."""
+
+    def list_commands(self, ctx):
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        module, _, attr = COMMANDS[name][0].partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx, formatter):
+        # Help text from the table above, so `--help` needs no imports.
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, text) for name, (_, text) in COMMANDS.items()])
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="facecorpus")
+def main():
+    """facecorpus: rebuild the Talk2Face face-text corpus from raw downloads, tokenize it once,
+    shard it, train the prefix-LM on it, and generate and evaluate.
+
+    \b
+    The pipeline, one command per stage:
+      convert -> report -> tokenize -> shard -> verify -> train -> generate / evaluate
+    `facecorpus demo OUT` runs all of it on generated sample data. `facecorpus COMMAND --help`
+    explains each command.
+    """

@@ -1,0 +1,145 @@
+"""The record: one face-text pair, the unit every stage agrees on (docs/design.md, "Record").
+
+All column names, their Arrow types and the rules a record must satisfy live here, so the
+converters, the manifest reader and the shard writer cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from facecorpus import textproto
+
+DATASETS = (
+    "celeba", "fs2k", "affectnet", "rafdb", "expw", "cacd", "afad", "imdbwiki", "fairface",
+    "ffhqtext", "mmcelebahq", "celebatexthq", "celebadialog",
+)
+KINDS = ("attributes", "caption")
+SPLITS = ("train", "val", "test")  # ordered from least to most held out
+
+SCHEMA = pa.schema([
+    ("key", pa.string()),
+    ("dataset", pa.string()),
+    ("image", pa.string()),
+    ("image_id", pa.string()),
+    ("photo_id", pa.string()),
+    ("subject_id", pa.string()),
+    ("bbox", pa.list_(pa.int32(), 4)),
+    ("source_split", pa.string()),
+    ("split", pa.string()),
+    ("kind", pa.string()),
+    ("text", pa.string()),
+    ("labels", pa.string()),
+])
+COLUMNS = tuple(SCHEMA.names)
+NOT_NULL = ("key", "dataset", "image", "image_id", "photo_id", "split", "kind", "text", "labels")
+
+# `<dataset>/<local id>/<kind>/<n>`: the local id comes from the dataset's own ids; no dots (WebDataset
+# cuts sample names at the first dot), no slashes inside it, no whitespace.
+KEY_RE = re.compile(r"(?P<dataset>[a-z0-9]+)/(?P<local>[^/.\s]+)/(?P<kind>attributes|caption)/(?P<n>\d+)")
+LOCAL_ID_RE = re.compile(r"[^/.\s]+")
+
+
+class RecordError(ValueError):
+    """A record that breaks the schema; the message names the record's key and the rule."""
+
+
+@dataclass(slots=True)
+class Record:
+    key: str
+    dataset: str
+    image: str
+    image_id: str
+    photo_id: str
+    kind: str
+    text: str
+    labels: dict = field(default_factory=dict)
+    subject_id: str | None = None
+    bbox: list[int] | None = None
+    source_split: str | None = None
+    split: str = "train"  # provisional until split harmonization (converters/splits.py)
+
+    def row(self) -> dict:
+        """The manifest row: labels as JSON text, everything else as is."""
+        return {
+            "key": self.key, "dataset": self.dataset, "image": self.image, "image_id": self.image_id,
+            "photo_id": self.photo_id, "subject_id": self.subject_id, "bbox": self.bbox,
+            "source_split": self.source_split, "split": self.split, "kind": self.kind,
+            "text": self.text, "labels": json.dumps(self.labels, ensure_ascii=False, sort_keys=False),
+        }
+
+
+def local_id(raw: str) -> str:
+    """A dataset id made safe for keys: path separators and dots become `-`, whitespace `_`."""
+    out = re.sub(r"[/\\.]", "-", raw.strip())
+    out = re.sub(r"\s+", "_", out)
+    if not LOCAL_ID_RE.fullmatch(out):
+        raise RecordError(f"cannot build a key from local id {raw!r}")
+    return out
+
+
+def make_key(dataset: str, local: str, kind: str, n: int = 0) -> str:
+    return f"{dataset}/{local_id(local)}/{kind}/{n}"
+
+
+def attributes(dataset: str, local: str, image: str, labels: dict, *, image_id: str,
+               photo_id: str | None = None, subject_id: str | None = None,
+               bbox: list[int] | None = None, source_split: str | None = None, n: int = 0) -> Record:
+    """An `attributes` record whose text is `labels` in the key-value protocol."""
+    rec = Record(key=make_key(dataset, local, "attributes", n), dataset=dataset, image=image,
+                 image_id=image_id, photo_id=photo_id or image_id, kind="attributes",
+                 text=textproto.to_text(dataset, labels), labels=dict(labels), subject_id=subject_id,
+                 bbox=bbox, source_split=source_split)
+    validate(rec)
+    return rec
+
+
+def caption(dataset: str, local: str, image: str, text: str, n: int, *, image_id: str,
+            photo_id: str | None = None, subject_id: str | None = None,
+            source_split: str | None = None, labels: dict | None = None) -> Record:
+    """The `n`-th caption of one image. Whitespace is collapsed; the text is otherwise kept as written."""
+    text = " ".join(text.split())
+    rec = Record(key=make_key(dataset, local, "caption", n), dataset=dataset, image=image,
+                 image_id=image_id, photo_id=photo_id or image_id, kind="caption", text=text,
+                 labels=labels or {}, subject_id=subject_id, source_split=source_split)
+    validate(rec)
+    return rec
+
+
+def check_image_path(image: str) -> str:
+    """A raw-root-relative POSIX path that cannot escape the root (no absolute path, no `..`)."""
+    norm = posixpath.normpath(image.replace("\\", "/"))
+    if not image or norm.startswith("/") or norm == ".." or norm.startswith("../"):
+        raise RecordError(f"image path {image!r} escapes the dataset's raw root")
+    return norm
+
+
+def validate(rec: Record) -> None:
+    """Raise RecordError naming the key and the broken rule."""
+    def bad(problem: str):
+        raise RecordError(f"record {rec.key!r}: {problem}")
+
+    m = KEY_RE.fullmatch(rec.key or "")
+    if not m:
+        bad("key must be <dataset>/<local id>/<kind>/<n> with no dots or whitespace")
+    if rec.dataset not in DATASETS:
+        bad(f"unknown dataset {rec.dataset!r}")
+    if m["dataset"] != rec.dataset or m["kind"] != rec.kind:
+        bad("key does not start with the record's dataset or name its kind")
+    check_image_path(rec.image)
+    for name in ("image_id", "photo_id"):
+        if not getattr(rec, name) or "/" not in getattr(rec, name):
+            bad(f"{name} must be '<namespace>/<id>'")
+    if rec.split not in SPLITS or rec.source_split not in (None, *SPLITS):
+        bad(f"split {rec.split!r} / source_split {rec.source_split!r} not in {SPLITS}")
+    if rec.bbox is not None and not (len(rec.bbox) == 4 and rec.bbox[0] < rec.bbox[2] and rec.bbox[1] < rec.bbox[3]):
+        bad(f"bbox {rec.bbox!r} is not x0 < x1, y0 < y1")
+    if not rec.text:
+        bad("empty text")
+    if rec.kind == "attributes" and textproto.from_text(rec.text) != (rec.dataset, rec.labels):
+        bad(f"text {rec.text!r} does not parse back to its labels")

@@ -1,0 +1,61 @@
+"""The Talk2Face vocabulary: BERT uncased WordPiece (30,522 ids) followed by 1,024 VQGAN codes.
+
+The WordPiece file ships with the package (no download at run time). It is the bert-base-uncased
+vocabulary as redistributed with all-MiniLM-L6-v2 (Apache-2.0); its sha256 is pinned below and in
+the tests, and goes into every shard index so a trainer can refuse shards made with another one.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from importlib import resources
+
+VOCAB_FILE = "bert-base-uncased-vocab.txt"
+VOCAB_SHA256 = "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"
+
+PAD, UNK, CLS, SEP, MASK = 0, 100, 101, 102, 103
+TEXT_VOCAB_SIZE = 30522
+IMAGE_CODES = 1024
+IMAGE_OFFSET = TEXT_VOCAB_SIZE          # image code c has id 30522 + c
+VOCAB_SIZE = TEXT_VOCAB_SIZE + IMAGE_CODES  # 31,546
+
+
+def vocab_path() -> str:
+    return str(resources.files("facecorpus") / "data" / VOCAB_FILE)
+
+
+def vocab_sha256() -> str:
+    return hashlib.sha256(resources.files("facecorpus").joinpath("data", VOCAB_FILE).read_bytes()).hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def wordpiece():
+    """The BERT uncased WordPiece tokenizer, with no padding, truncation or special tokens added."""
+    from tokenizers import BertWordPieceTokenizer
+
+    if vocab_sha256() != VOCAB_SHA256:
+        raise RuntimeError(f"{vocab_path()}: sha256 differs from the pinned BERT uncased vocabulary")
+    tok = BertWordPieceTokenizer(vocab_path(), lowercase=True)
+    tok.no_padding()
+    tok.no_truncation()
+    return tok
+
+
+def encode_text(text: str) -> list[int]:
+    """WordPiece ids of `text` without [CLS]/[SEP]."""
+    return wordpiece().encode(text, add_special_tokens=False).ids
+
+
+def encode_batch(texts: list[str]) -> list[list[int]]:
+    return [e.ids for e in wordpiece().encode_batch(texts, add_special_tokens=False)]
+
+
+def decode_text(ids: list[int]) -> str:
+    """Text of WordPiece ids; image ids and special tokens are dropped, '##' pieces are joined."""
+    text_ids = [i for i in ids if 0 <= i < TEXT_VOCAB_SIZE]
+    return wordpiece().decode(text_ids, skip_special_tokens=True)
+
+
+def image_ids(codes) -> list[int]:
+    return [IMAGE_OFFSET + int(c) for c in codes]

@@ -1,0 +1,1 @@
+"""Label statistics over the manifest and shards: report.json and report.html."""

@@ -1,0 +1,1 @@
+"""The Talk2Face prefix-LM: model, sequences, DDP training, generation, evaluation."""
