@@ -1,0 +1,161 @@
+"""Run converters, harmonize splits across datasets, write the manifest and its summary.
+
+Counts add up for every dataset: rows read == records + filtered (by reason) + errors. Errors stop
+the run with the file and line unless the user chose `--on-error skip`, which ledgers each one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from facecorpus import manifest
+from facecorpus.converters import registry, splits
+from facecorpus.converters.base import Context, Failure, Filtered, RawFormatError
+from facecorpus.records import DATASETS, Record
+
+
+class ConvertError(RuntimeError):
+    """A malformed row under --on-error raise (the default)."""
+
+
+@dataclass
+class DatasetRun:
+    name: str
+    raw: Path
+    records: list[Record] = field(default_factory=list)
+    filtered: Counter = field(default_factory=Counter)
+    failures: list[Failure] = field(default_factory=list)
+    rows_read: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        assert self.rows_read == len(self.records) + sum(self.filtered.values()) + len(self.failures)
+        return {"raw_dir": str(self.raw.resolve()), "rows_read": self.rows_read, "records": len(self.records),
+                "filtered": dict(sorted(self.filtered.items())), "errors": len(self.failures), "notes": self.notes}
+
+
+def run_dataset(name: str, raw: Path, ctx: Context, on_error: str, progress: Progress | None = None) -> DatasetRun:
+    run = DatasetRun(name, raw)
+    task = progress.add_task(name, total=None) if progress else None
+    for outcome in registry.module(name).rows(raw, ctx):
+        run.rows_read += 1
+        if isinstance(outcome, Record):
+            run.records.append(outcome)
+        elif isinstance(outcome, Filtered):
+            run.filtered[outcome.reason] += 1
+        elif isinstance(outcome, Failure):
+            if on_error == "raise":
+                raise ConvertError(f"{name}: {outcome.where.file} line {outcome.where.line}: {outcome.problem} "
+                                   "(use --on-error skip to ledger such rows and go on)")
+            run.failures.append(outcome)
+        else:
+            raise TypeError(f"{name} converter yielded {type(outcome).__name__}, not Record/Filtered/Failure")
+        if task is not None and run.rows_read % 2000 == 0:
+            progress.update(task, completed=run.rows_read)
+    if task is not None:
+        progress.update(task, completed=run.rows_read, total=run.rows_read)
+    run.notes = list(ctx.notes)
+    return run
+
+
+def support_files(raw_root: Path | None, celeba_partition: Path | None, hq_mapping: Path | None):
+    """CelebA's partition ({photo_id: split}) and the CelebA-HQ mapping, from options or RAW_ROOT."""
+    if raw_root is not None:
+        from facecorpus.converters import celeba, celebahq  # noqa: PLC0415 - their formats live there
+
+        if celeba_partition is None:
+            found = [raw_root / "celeba" / p for p in celeba.PARTITION_PATHS if (raw_root / "celeba" / p).is_file()]
+            celeba_partition = found[0] if found else None
+        if hq_mapping is None and (raw_root / "celebahq" / celebahq.MAPPING).is_file():
+            hq_mapping = raw_root / "celebahq" / celebahq.MAPPING
+    partition = mapping = None
+    if celeba_partition:
+        from facecorpus.converters.celeba import read_partition  # noqa: PLC0415
+
+        partition = read_partition(celeba_partition)
+    if hq_mapping:
+        from facecorpus.converters.celebahq import read_mapping  # noqa: PLC0415
+
+        mapping = read_mapping(hq_mapping)
+    return partition, mapping
+
+
+def convert(sources: dict[str, Path], out: Path, *, on_error: str = "raise", overrides: dict | None = None,
+            raw_root: Path | None = None, celeba_partition: Path | None = None, hq_mapping: Path | None = None,
+            seed: int = 0, unusable: dict[str, str] | None = None, console: Console | None = None) -> dict:
+    """Convert each dataset in `sources` into the manifest at `out`; return the summary written there."""
+    console = console or Console(stderr=True)
+    partition, mapping = support_files(raw_root, celeba_partition, hq_mapping)
+    runs: dict[str, DatasetRun] = {}
+    unusable = dict(unusable or {})
+    columns = (SpinnerColumn(), TextColumn("{task.description:<13}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("rows"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        for name, raw in sources.items():
+            ctx = Context(name, raw, registry.options(name, (overrides or {}).get(name, {})), mapping)
+            try:
+                runs[name] = run_dataset(name, raw, ctx, on_error, progress)
+            except RawFormatError as exc:
+                if len(sources) == 1 or not raw_root:
+                    raise
+                unusable[name] = str(exc)
+    return write(runs, out, partition, seed, unusable, on_error)
+
+
+def write(runs: dict[str, DatasetRun], out: Path, partition: dict | None, seed: int, unusable: dict, on_error: str) -> dict:
+    """Harmonize splits over the new records and any partitions already in `out`, then write all."""
+    tables = {name: manifest.to_table(run.records) for name, run in runs.items()}
+    old = {}
+    if (out / manifest.SUMMARY).exists():
+        old = manifest.read_summary(out)
+        for f in sorted(out.glob("*.parquet")):
+            if f.stem in DATASETS and f.stem not in tables:
+                tables[f.stem] = manifest.read_table(out, [f.stem])
+    names = list(tables)
+    whole = pa.concat_tables([tables[n] for n in names]) if names else manifest.to_table([])
+    split, moves = splits.harmonize(whole.select(["dataset", "photo_id", "subject_id", "source_split"]).to_pandas(),
+                                    partition, seed)
+    whole = whole.set_column(whole.schema.get_field_index("split"), "split", pa.array(split, pa.string()))
+    start = 0
+    for name in names:
+        n = len(tables[name])
+        manifest.write_partition(whole.slice(start, n), out, name)
+        start += n
+    manifest.check_table(whole, str(out))
+    datasets = dict(old.get("datasets", {}))
+    datasets.update({name: run.summary() for name, run in runs.items()})
+    summary = {"datasets": {k: datasets[k] for k in sorted(datasets)},
+               "splits": {"seed": seed, "holdout": splits.HOLDOUT, "reassigned": moves,
+                          "celeba_partition_photos": len(partition or {}),
+                          "records": {s: int((split == s).sum()) for s in ("train", "val", "test")}},
+               "unusable": unusable, "on_error": on_error}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / manifest.SUMMARY).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    ledger = [{"dataset": name, "file": f.where.file, "line": f.where.line, "problem": f.problem}
+              for name, run in runs.items() for f in run.failures]
+    with open(out / "ledger.jsonl", "w", encoding="utf-8") as fh:
+        for entry in ledger:
+            fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
+    return summary
+
+
+def discover(raw_root: Path) -> tuple[dict[str, Path], dict[str, str]]:
+    """Dataset folders under RAW_ROOT, and every folder that is not used with the reason."""
+    if not raw_root.is_dir():
+        raise FileNotFoundError(f"{raw_root} is not a folder")
+    found = {name: raw_root / name for name in DATASETS if (raw_root / name).is_dir()}
+    skipped = {}
+    for entry in sorted(raw_root.iterdir()):
+        if entry.is_dir() and entry.name not in found:
+            skipped[entry.name] = registry.SUPPORT_FOLDERS.get(entry.name, "not a dataset name facecorpus knows")
+    for name in DATASETS:
+        if name not in found:
+            skipped[name] = f"absent: no folder {raw_root / name}"
+    return found, skipped

@@ -1,0 +1,279 @@
+"""The image tokenizer: a taming-transformers VQGAN, loaded strictly, without PyTorch Lightning.
+
+`load_vqgan("tiny-f16")` gives the small VQGAN shipped with the package (seeded weights, runs fast
+on CPU); `load_vqgan("ffhq-f16", ckpt=...)` the architecture of the Talk2Face VQGAN with the user's
+weights; `load_vqgan("my.yaml", ckpt=...)` any taming config (a VQModel config, or the
+Net2NetTransformer config whose VQGAN sits under `model.params.first_stage_config`).
+
+Why no Lightning: `taming.models.vqgan.VQModel` imports `pytorch_lightning.utilities.distributed`,
+which newer Lightning removed. We assemble the same modules (Encoder, Decoder, VectorQuantizer2 and
+the two 1x1 convolutions) under the same attribute names, so the state-dict keys are VQModel's and
+checkpoints load strictly (docs: /work/shared/dependencies.md section 2.2).
+
+Checkpoints are read with `torch.load(weights_only=True)` (no pickled code runs). A legacy Lightning
+`last.ckpt` that pickles other objects needs `trust_checkpoint=True` (CLI: `--trust-checkpoint`);
+classes from modules that are not installed (pytorch_lightning, omegaconf) are then replaced by inert
+stand-ins, so the file still loads without Lightning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import pickle
+import types
+from importlib import resources
+from pathlib import Path
+
+import torch
+from taming.modules.diffusionmodules.model import Decoder, Encoder
+from taming.modules.vqvae.quantize import VectorQuantizer2
+
+PRESETS = {
+    # name -> (config file in facecorpus/data, bundled weights or None = user supplies them)
+    "tiny-f16": ("vqgan-tiny-f16.json", "vqgan-tiny-f16.pt"),
+    "ffhq-f16": ("vqgan-ffhq-f16.json", None),
+}
+# The Net2NetTransformer checkpoint (Talk2Face's FFHQ VQGAN) keeps the VQGAN under this prefix.
+FIRST_STAGE_PREFIX = "first_stage_model."
+# Keys a real taming VQModel checkpoint holds beside the model (the GAN loss) that encoding never uses.
+IGNORED_PREFIXES = ("loss.",)
+
+
+class VQGANError(ValueError):
+    """A config or checkpoint that does not make the VQGAN asked for; the message names the problem."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _data(name: str) -> Path:
+    return Path(str(resources.files("facecorpus") / "data" / name))
+
+
+# ---------------------------------------------------------------- config
+
+def _find_vq_params(cfg: dict, where: str) -> dict:
+    """The VQModel params in a taming config: top level, `model.params`, or `...first_stage_config.params`."""
+    for candidate in (cfg, cfg.get("params") or {}, (cfg.get("model") or {}).get("params") or {}):
+        if "ddconfig" in candidate:
+            return candidate
+        first = candidate.get("first_stage_config")
+        if isinstance(first, dict) and "ddconfig" in first.get("params", {}):
+            return first["params"]
+    raise VQGANError(f"{where}: no VQGAN `ddconfig` at the top level, under model.params, or under "
+                     "model.params.first_stage_config.params")
+
+
+def read_config(path: Path) -> dict:
+    """{name, ddconfig, n_embed, embed_dim} from a JSON or taming YAML config file."""
+    path = Path(path)
+    if not path.is_file():
+        raise VQGANError(f"VQGAN config {path} does not exist (presets: {', '.join(PRESETS)})")
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        import yaml  # taming configs are YAML; PyYAML comes with Ray
+
+        raw = yaml.safe_load(text)
+    else:
+        raw = json.loads(text)
+    params = _find_vq_params(raw, str(path))
+    for key in ("n_embed", "embed_dim"):
+        if key not in params:
+            raise VQGANError(f"{path}: VQGAN params lack {key!r}")
+    dd = dict(params["ddconfig"])
+    return {"name": raw.get("name", path.stem), "ddconfig": dd,
+            "n_embed": int(params["n_embed"]), "embed_dim": int(params["embed_dim"])}
+
+
+def config_sha256(config: dict) -> str:
+    """Hash of the architecture (canonical JSON of ddconfig, n_embed, embed_dim): a YAML and a JSON
+    file describing the same model get the same identity, the display name does not count."""
+    arch = {k: config[k] for k in ("ddconfig", "n_embed", "embed_dim")}
+    return hashlib.sha256(json.dumps(arch, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def resolve(preset_or_config: str | Path, ckpt: str | Path | None) -> tuple[dict, Path | None]:
+    """(config, checkpoint path or None) for a preset name or a config file."""
+    if str(preset_or_config) in PRESETS:
+        cfg_name, bundled = PRESETS[str(preset_or_config)]
+        config = read_config(_data(cfg_name))
+        config["name"] = str(preset_or_config)
+        if ckpt is None and bundled is not None:
+            ckpt = _data(bundled)
+        return config, Path(ckpt) if ckpt is not None else None
+    return read_config(Path(preset_or_config)), Path(ckpt) if ckpt is not None else None
+
+
+# ---------------------------------------------------------------- checkpoint
+
+class _Inert:
+    """Stands in for a pickled object whose class cannot be imported (a Lightning callback, an
+    omegaconf container): it keeps whatever state was pickled and is never used."""
+
+    def __init__(self, *args, **kwargs):
+        self.args = args
+
+    def __setstate__(self, state):
+        self.state = state
+
+
+class _LenientUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        try:
+            return super().find_class(module, name)
+        except (ImportError, AttributeError):
+            return type(name, (_Inert,), {"__module__": module})
+
+
+# torch.load accepts any object with `Unpickler` and `load` as its pickle module.
+_lenient_pickle = types.SimpleNamespace(Unpickler=_LenientUnpickler, load=pickle.load, __name__="lenient_pickle")
+
+
+def read_state_dict(path: Path, trust_checkpoint: bool = False) -> dict[str, torch.Tensor]:
+    """The VQGAN's tensors from a VQModel or Net2NetTransformer checkpoint (prefix stripped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise VQGANError(f"VQGAN checkpoint {path} does not exist")
+    try:
+        if trust_checkpoint:
+            obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_lenient_pickle)
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise VQGANError(f"{path}: holds pickled objects besides tensors, so it is not read by default "
+                         f"(it could run code). If you trust the file, pass --trust-checkpoint "
+                         f"(trust_checkpoint=True). Detail: {str(exc).splitlines()[0]}") from exc
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise VQGANError(f"{path}: not a readable torch checkpoint: {exc}") from exc
+    sd = obj.get("state_dict", obj) if isinstance(obj, dict) else None
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise VQGANError(f"{path}: expected a state dict (or a dict with 'state_dict') of tensors")
+    if any(k.startswith(FIRST_STAGE_PREFIX) for k in sd):
+        # Net2NetTransformer: keep the VQGAN, drop the transformer and the conditioning stage.
+        return {k[len(FIRST_STAGE_PREFIX):]: v for k, v in sd.items() if k.startswith(FIRST_STAGE_PREFIX)}
+    return {k: v for k, v in sd.items() if not k.startswith(IGNORED_PREFIXES)}
+
+
+def _strict_load(model: torch.nn.Module, sd: dict, where: Path) -> None:
+    want = model.state_dict()
+    missing = sorted(set(want) - set(sd))
+    unexpected = sorted(set(sd) - set(want))
+    shapes = sorted(f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(want[k].shape)}"
+                    for k in set(want) & set(sd) if sd[k].shape != want[k].shape)
+    problems = [f"{len(items)} {what} (e.g. {items[:5]})"
+                for what, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                                    ("wrong shapes", shapes)) if items]
+    if problems:
+        raise VQGANError(f"{where} does not fit the VQGAN config: " + "; ".join(problems))
+    model.load_state_dict(sd, strict=True)
+
+
+# ---------------------------------------------------------------- model
+
+class VQGAN(torch.nn.Module):
+    """VQModel's encode/decode path under VQModel's attribute names (so its state dict loads as is)."""
+
+    def __init__(self, config: dict):
+        super().__init__()
+        dd, self.config = config["ddconfig"], config
+        self.encoder = Encoder(**dd)
+        with contextlib.redirect_stdout(io.StringIO()):  # taming's Decoder prints its z shape
+            self.decoder = Decoder(**dd)
+        self.quantize = VectorQuantizer2(config["n_embed"], config["embed_dim"], beta=0.25, sane_index_shape=True)
+        self.quant_conv = torch.nn.Conv2d(dd["z_channels"], config["embed_dim"], 1)
+        self.post_quant_conv = torch.nn.Conv2d(config["embed_dim"], dd["z_channels"], 1)
+        self.identity: dict = {}
+        self.fast = False  # bf16 autocast + channels_last on CUDA (set by load_vqgan)
+
+    @property
+    def device(self) -> torch.device:
+        return self.quant_conv.weight.device
+
+    @property
+    def grid(self) -> int:
+        """Codes per side for a 256x256 input (16 for f16)."""
+        return self.config["ddconfig"]["resolution"] // 2 ** (len(self.config["ddconfig"]["ch_mult"]) - 1)
+
+    @torch.inference_mode()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """(B,3,256,256) float in [-1,1] -> (B,16,16) int64 codes."""
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"encode expects (B,3,H,W) images in [-1,1], got shape {tuple(x.shape)}")
+        x = x.to(self.device, non_blocking=True)
+        if self.fast:
+            x = x.to(memory_format=torch.channels_last)
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                z = self.quant_conv(self.encoder(x))
+        else:
+            z = self.quant_conv(self.encoder(x))
+        # Nearest-code search in fp32 whatever the encoder ran in: bf16 distances would flip near-ties.
+        return self.quantize(z.float().contiguous())[2][2]
+
+    @torch.inference_mode()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """(B,16,16) or (B,256) codes -> (B,3,256,256) float in [0,1]."""
+        codes = torch.as_tensor(codes).to(self.device).long()
+        b, g = codes.shape[0], self.grid
+        if codes.shape[1:] not in ((g, g), (g * g,)):
+            raise ValueError(f"decode expects (B,{g},{g}) or (B,{g * g}) codes, got {tuple(codes.shape)}")
+        if int(codes.min()) < 0 or int(codes.max()) >= self.config["n_embed"]:
+            raise ValueError(f"codes must lie in [0, {self.config['n_embed']}), got {int(codes.min())}..{int(codes.max())}")
+        q = self.quantize.get_codebook_entry(codes.reshape(-1), shape=(b, g, g, self.config["embed_dim"]))
+        x = self.decoder(self.post_quant_conv(q))
+        return (x.float().clamp(-1, 1) + 1) / 2
+
+
+def build(config: dict, seed: int = 0) -> VQGAN:
+    """A VQGAN with seeded random weights (tests, benchmarks; the tiny preset's weights came from here)."""
+    torch.manual_seed(seed)
+    return VQGAN(config).eval()
+
+
+def load_vqgan(preset_or_config: str | Path, ckpt: str | Path | None = None, device: str = "cpu",
+               *, trust_checkpoint: bool = False, random_seed: int | None = None) -> VQGAN:
+    """A ready, eval-mode VQGAN with `.encode`, `.decode` and `.identity`.
+
+    Needs no network. `ckpt` overrides a preset's bundled weights; `random_seed` builds seeded random
+    weights instead of reading a checkpoint (benchmarks of the ffhq-f16 architecture)."""
+    config, path = resolve(preset_or_config, ckpt)
+    model = build(config, seed=random_seed or 0)
+    if random_seed is not None:
+        ckpt_id = f"random-seed-{random_seed}"
+    elif path is None:
+        raise VQGANError(f"preset {preset_or_config!r} ships no weights: pass --ckpt (the taming FFHQ "
+                         "checkpoint, VQModel or Net2NetTransformer)")
+    else:
+        _strict_load(model, read_state_dict(path, trust_checkpoint), path)
+        ckpt_id = sha256_file(path)
+    model.identity = {"name": config["name"], "config_sha256": config_sha256(config), "checkpoint_sha256": ckpt_id}
+    model = model.to(device)
+    if model.device.type == "cuda":
+        model.fast = True
+        model.encoder.to(memory_format=torch.channels_last)
+    return model
+
+
+def make_tiny_weights(out: Path, seed: int = 0) -> Path:
+    """Write the bundled tiny-f16 weights: seeded random layers, and a codebook drawn from the
+    encoder's own outputs on seeded smooth random images, so that images map to many different codes
+    (a purely random codebook sends almost every position to a handful of codes)."""
+    config = read_config(_data(PRESETS["tiny-f16"][0]))
+    model = build(config, seed)
+    gen = torch.Generator().manual_seed(seed)
+    # Smooth colour fields: low-resolution noise upsampled, like faces more than white noise is.
+    x = torch.nn.functional.interpolate(torch.rand(16, 3, 8, 8, generator=gen) * 2 - 1, size=256, mode="bicubic")
+    with torch.no_grad():
+        z = model.quant_conv(model.encoder(x.clamp(-1, 1)))
+    z = z.permute(0, 2, 3, 1).reshape(-1, config["embed_dim"])
+    pick = torch.randperm(z.shape[0], generator=gen)[: config["n_embed"]]
+    model.quantize.embedding.weight.data.copy_(z[pick])
+    torch.save(model.state_dict(), out)
+    return out
