@@ -10,7 +10,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from facecorpus.converters import pipeline
+from facecorpus.converters import pipeline, registry
 from facecorpus.records import DATASETS
 
 
@@ -25,21 +25,39 @@ def parse_sets(values: tuple[str, ...]) -> dict[str, dict[str, str]]:
     return dict(out)
 
 
+def parse_paths(paths: tuple[str, ...], convert_all: bool) -> tuple[str | None, Path]:
+    """`DATASET RAW_DIR`, or `RAW_ROOT` with --all (click cannot express an optional leading argument)."""
+    if len(paths) != (1 if convert_all else 2):
+        raise click.UsageError("give either DATASET RAW_DIR or --all RAW_ROOT")
+    dataset = None if convert_all else paths[0]
+    if dataset is not None and dataset not in DATASETS:
+        raise click.BadParameter(f"{dataset!r} is not one of: {', '.join(DATASETS)}", param_hint="DATASET")
+    raw_dir = Path(paths[-1])
+    if not raw_dir.is_dir():
+        raise click.BadParameter(f"{raw_dir} is not a folder", param_hint="RAW_DIR")
+    return dataset, raw_dir
+
+
 def summary_table(summary: dict, names: list[str]) -> Table:
     table = Table(title="convert: rows read == records + filtered + errors")
-    for col in ("dataset", "rows read", "records", "filtered (by reason)", "errors", "notes"):
+    for col in ("dataset", "rows read", "records", "filtered (by reason)", "errors"):
         table.add_column(col, justify="right" if col in ("rows read", "records", "errors") else "left")
     for name in names:
         d = summary["datasets"][name]
         filtered = ", ".join(f"{r}: {n:,}" for r, n in d["filtered"].items()) or "-"
-        table.add_row(name, f"{d['rows_read']:,}", f"{d['records']:,}", filtered, f"{d['errors']:,}",
-                      "\n".join(d["notes"]) or "-")
+        table.add_row(name, f"{d['rows_read']:,}", f"{d['records']:,}", filtered, f"{d['errors']:,}")
     return table
 
 
+def print_notes(console: Console, summary: dict, names: list[str]) -> None:
+    """Inconsistencies between a dataset's raw files (excerpts, missing files), by name and count."""
+    for name in names:
+        for note in summary["datasets"][name]["notes"]:
+            console.print(f"[cyan]note[/cyan] {name}: {note}")
+
+
 @click.command()
-@click.argument("dataset", required=False, type=click.Choice(DATASETS))
-@click.argument("raw_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("paths", nargs=-1, required=True, metavar="[DATASET] RAW_DIR")
 @click.option("--all", "convert_all", is_flag=True,
               help="RAW_DIR is a root holding one folder per dataset (celeba/, fairface/, ...); convert every one found.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -53,8 +71,11 @@ def summary_table(summary: dict, names: list[str]) -> Table:
 @click.option("--celebahq-mapping", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="CelebA-HQ-to-CelebA-mapping.txt from CelebAMask-HQ (found under RAW_ROOT/celebahq/ with --all).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the hashed split for photos no dataset splits.")
-def convert(dataset, raw_dir, convert_all, out, on_error, sets, celeba_partition, celebahq_mapping, seed):
+def convert(paths, convert_all, out, on_error, sets, celeba_partition, celebahq_mapping, seed):
     """Convert raw dataset downloads into the manifest of face-text records.
+
+    DATASET is one of: celeba, fs2k, affectnet, rafdb, expw, cacd, afad, imdbwiki, fairface,
+    ffhqtext, mmcelebahq, celebatexthq, celebadialog.
 
     \b
     facecorpus convert DATASET RAW_DIR --out MANIFEST     one dataset
@@ -64,8 +85,7 @@ def convert(dataset, raw_dir, convert_all, out, on_error, sets, celeba_partition
     of everything in it, so no photo any dataset holds out is trained on.
     """
     console = Console(stderr=True)
-    if convert_all == (dataset is not None):
-        raise click.UsageError("give either DATASET RAW_DIR or --all RAW_ROOT")
+    dataset, raw_dir = parse_paths(paths, convert_all)
     unusable: dict[str, str] = {}
     if convert_all:
         sources, unusable = pipeline.discover(raw_dir)
@@ -78,9 +98,12 @@ def convert(dataset, raw_dir, convert_all, out, on_error, sets, celeba_partition
     except (pipeline.ConvertError, ValueError, FileNotFoundError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         sys.exit(1)
-    console.print(summary_table(summary, [n for n in sources if n in summary["datasets"]]))
+    converted = [n for n in sources if n in summary["datasets"]]
+    console.print(summary_table(summary, converted))
+    print_notes(console, summary, converted)
     for name, why in summary["unusable"].items():
-        console.print(f"[yellow]not converted[/yellow] {name}: {why}")
+        used = name in registry.SUPPORT_FOLDERS
+        console.print(f"[{'green' if used else 'yellow'}]{'used' if used else 'not converted'}[/] {name}: {why}")
     s = summary["splits"]
     console.print(f"splits: {s['records']}; reassigned records: {sum(m['count'] for m in s['reassigned'] if m['from']):,}")
     console.print(f"manifest: {out} (summary.json, ledger.jsonl)")

@@ -44,7 +44,7 @@ def harmonize(df: pd.DataFrame, partition: dict[str, str] | None = None, seed: i
     photo_by = win.set_index("photo_id")["by"]
 
     out_rank = df["photo_id"].map(photo_rank)
-    by = df["photo_id"].map(photo_by)
+    by = df["photo_id"].map(photo_by).astype(object)  # object even when no photo has a claim
     subject = df["subject_id"]
     subj_rank = pd.Series(out_rank.values, index=subject.values).dropna()
     subj_rank = subj_rank[subj_rank.index.notna()].groupby(level=0).max()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 
+import numpy as np
 import webcolors
 
 # Every word that occurs in a CSS3 colour name. A name is split into the fewest of these words, so
@@ -44,18 +45,19 @@ def _palette() -> tuple[tuple[str, tuple[int, int, int]], ...]:
     return tuple((n, tuple(webcolors.name_to_rgb(n, spec=webcolors.CSS3))) for n in names)
 
 
-@functools.lru_cache(maxsize=65536)
-def _nearest(rgb: tuple[float, float, float]) -> str:
-    # Ties (aqua/cyan, gray/grey, ...) resolve to the alphabetically first name: `gray`, not `grey`.
-    def d2(item):
-        _, ref = item
-        return sum((a - b) ** 2 for a, b in zip(rgb, ref))
-
-    return min(_palette(), key=lambda item: (d2(item), item[0]))[0]
+@functools.lru_cache(maxsize=1)
+def _arrays() -> tuple[np.ndarray, tuple[str, ...]]:
+    names, rgbs = zip(*_palette())
+    return np.array(rgbs, dtype=np.float64), tuple(split_color_name(n) for n in names)
 
 
 def nearest_color(rgb: Sequence[float]) -> str:
-    """Nearest CSS3 name (by Euclidean RGB distance) of an RGB triple of 0-255 ints or floats, as words."""
+    """Nearest CSS3 name (by Euclidean RGB distance) of an RGB triple of 0-255 ints or floats, as words.
+
+    Ties (aqua/cyan, gray/grey, ...) resolve to the alphabetically first name (`gray`, not `grey`):
+    the palette is sorted by name and argmin returns the first minimum.
+    """
     if len(rgb) != 3 or any(not (0 <= float(c) <= 255) for c in rgb):
         raise ValueError(f"RGB {list(rgb)!r} is not three values in 0..255")
-    return split_color_name(_nearest(tuple(float(c) for c in rgb)))
+    ref, words = _arrays()
+    return words[int(np.argmin(((ref - np.asarray(rgb, dtype=np.float64)) ** 2).sum(axis=1)))]
