@@ -29,10 +29,9 @@ class ManifestError(ValueError):
 
 
 def to_table(records: list[Record]) -> pa.Table:
-    cols: dict[str, list] = {name: [] for name in SCHEMA.names}
-    for rec in records:
-        for name, value in rec.row().items():
-            cols[name].append(value)
+    """Records -> an Arrow table of SCHEMA (column by column: the corpus has 2.3M records)."""
+    cols = {name: [getattr(r, name) for r in records] for name in SCHEMA.names if name != "labels"}
+    cols["labels"] = [json.dumps(r.labels, ensure_ascii=False) for r in records]
     return pa.table(cols, schema=SCHEMA)
 
 

@@ -8,6 +8,7 @@ digits, everything else as lower-case words without `;` or `:`.
 
 from __future__ import annotations
 
+import functools
 import re
 
 Value = bool | int | str
@@ -29,14 +30,24 @@ def format_value(value: Value) -> str:
         return "true" if value else "false"
     if isinstance(value, int):
         return str(value)
-    if not isinstance(value, str):
-        raise ProtocolError(f"value {value!r} is {type(value).__name__}; use bool, int or str")
+    if isinstance(value, str):
+        return _format_words(value)
+    raise ProtocolError(f"value {value!r} is {type(value).__name__}; use bool, int or str")
+
+
+@functools.lru_cache(maxsize=65536)  # label values repeat (male, female, 10-19, ...): check each once
+def _format_words(value: str) -> str:
     text = " ".join(value.split()).lower()
     if not text or ";" in text or ":" in text:
         raise ProtocolError(f"value {value!r} is empty or holds ';' or ':'")
     if text in ("true", "false") or _INT.fullmatch(text):
         raise ProtocolError(f"value {value!r} would read back as a bool or an int")
     return text
+
+
+@functools.lru_cache(maxsize=4096)
+def _name_ok(name: str) -> bool:
+    return bool(_NAME.fullmatch(name))
 
 
 def parse_value(text: str) -> Value:
@@ -55,7 +66,7 @@ def to_text(dataset: str, labels: dict[str, Value]) -> str:
         raise ProtocolError(f"{dataset}: an attribute record needs at least one label")
     parts = []
     for name, value in labels.items():
-        if not _NAME.fullmatch(name):
+        if not _name_ok(name):
             raise ProtocolError(f"attribute name {name!r} must be lower-case words (see attribute_name)")
         parts.append(f"{name}: {format_value(value)}")
     return f"{dataset} " + "; ".join(parts)

@@ -1,0 +1,130 @@
+"""What the three per-image caption sets share: caption files, pickled split lists, notes on a folder.
+
+MM-CelebA-HQ, CelebAText-HQ and FFHQ-Text all ship one `<image stem>.txt` per image with one caption
+per line, and MM-CelebA-HQ and FFHQ-Text add AttnGAN-style `filenames.pickle` split lists.
+
+- Caption files are decoded leniently: one bad byte in one of 30,000 files must not stop the corpus.
+  SEA-T2F's loader (CelebAText-HQ) shows that files hold U+FFFD pairs (GBK punctuation mangled into
+  UTF-8); every run of U+FFFD becomes a space and other non-ASCII text is NFKC-normalised (full-width
+  `，` -> `,`). The caller notes every file that needed either, by count and example names.
+- Split pickles are unpickled with a loader that refuses every Python global: a list of file names
+  needs none, and a downloaded pickle must not be able to run code.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+import pickle
+import re
+import unicodedata
+from pathlib import Path, PurePosixPath
+
+from facecorpus.converters.base import RawFormatError, Where, rel_to
+
+REPLACEMENT_RUN = re.compile("\ufffd+")
+FIX_INVALID = "invalid UTF-8 or U+FFFD (mapped to a space)"
+FIX_NON_ASCII = "non-ASCII text (NFKC-normalised)"
+
+
+def refuse_html(data: bytes, rel: str, download: str) -> None:
+    head = data[:512].lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html")) or b"<html" in head:
+        raise RawFormatError(rel, "is an HTML page (a failed Google-Drive download?), not the dataset's file; "
+                             "download it again", download)
+
+
+def decode(path: Path, rel: str, download: str) -> tuple[str, list[str]]:
+    """A caption file's text (LF line ends, BOM stripped) and the fixes it needed (FIX_* constants)."""
+    data = path.read_bytes()
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
+    refuse_html(data, rel, download)
+    text = data.decode("utf-8", errors="replace")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    fixes = []
+    if "\ufffd" in text:
+        text = REPLACEMENT_RUN.sub(" ", text)
+        fixes.append(FIX_INVALID)
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text)
+        fixes.append(FIX_NON_ASCII)
+    return text, fixes
+
+
+def caption_lines(text: str) -> list[str]:
+    """The file's lines; the newline ending the last line does not start another (empty) one."""
+    lines = text.split("\n")
+    return lines[:-1] if lines and lines[-1] == "" else lines
+
+
+class _Refused(pickle.UnpicklingError):
+    pass
+
+
+class _NamesOnly(pickle.Unpickler):
+    def find_class(self, module, name):
+        if (module, name) == ("_codecs", "encode"):  # how Python 3 pickles bytes at protocol 2
+            return codecs.encode
+        raise _Refused(f"refers to the Python object {module}.{name}")
+
+
+def read_names(path: Path, raw: Path, download: str) -> list[str]:
+    """The file stems in a pickled list of file names (`"0"`, `b"0"`, `"images/0.jpg"` -> `"0"`)."""
+    rel = rel_to(path, raw)
+    data = path.read_bytes()
+    refuse_html(data, rel, download)
+    try:
+        # latin1: Python 2 pickles (AttnGAN's era) store names as byte strings.
+        names = _NamesOnly(io.BytesIO(data), encoding="latin1").load()
+    except _Refused as exc:
+        raise RawFormatError(rel, f"{exc}, not only file names: refused unread (a pickle can run code)",
+                             download) from None
+    except Exception as exc:  # noqa: BLE001 - a corrupt pickle raises anything from EOFError to struct.error
+        raise RawFormatError(rel, f"is not a pickled list of file names ({type(exc).__name__}: {exc}); "
+                             "a truncated download?", download) from None
+    if not isinstance(names, list | tuple):
+        raise RawFormatError(rel, f"holds a {type(names).__name__}, expected a list of file names", download)
+    stems = []
+    for n, name in enumerate(names, start=1):
+        if isinstance(name, bytes):
+            name = name.decode("latin1")
+        if not isinstance(name, str) or not name.strip():
+            raise RawFormatError(Where(rel, n), f"entry {name!r} is not a file name", download)
+        stems.append(stem_of(name))
+    return stems
+
+
+def stem_of(name: str) -> str:
+    """`a/b/123.jpg` -> `123` (the authors' lists carry paths from their own machines)."""
+    base = PurePosixPath(name.strip().replace("\\", "/")).name
+    return base.rsplit(".", 1)[0] if base.lower().endswith((".jpg", ".jpeg", ".png", ".txt")) else base
+
+
+def text_files(folder: Path) -> dict[str, Path]:
+    """{stem: path} of the `*.txt` files in `folder`, numeric stems in numeric order, then the others."""
+    files = {p.stem: p for p in folder.iterdir() if p.suffix == ".txt" and p.is_file()}
+    order = sorted(files, key=lambda s: (0, int(s), s) if s.isdigit() else (1, 0, s))
+    return {s: files[s] for s in order}
+
+
+def first_dir(raw: Path, candidates: tuple[str, ...], what: str, download: str) -> Path:
+    """The first candidate folder that exists, or a RawFormatError naming them all."""
+    for rel in candidates:
+        if (raw / rel).is_dir():
+            return raw / rel
+    raise RawFormatError(" or ".join(f"{c}/" for c in candidates), f"missing under {raw}: no {what} folder", download)
+
+
+def examples(names, k: int = 3) -> str:
+    names = list(names)
+    return ", ".join(names[:k]) + (", ..." if len(names) > k else "")
+
+
+def note_fixes(ctx, folder: str, fixed: dict[str, list[str]]) -> None:
+    """One note per kind of fix, naming how many files and a few of them."""
+    for fix in (FIX_INVALID, FIX_NON_ASCII):
+        files = [name for name, fixes in fixed.items() if fix in fixes]
+        if files:
+            ctx.note(f"{folder}: {len(files):,} caption files had {fix}: {examples(files)}")

@@ -1,0 +1,336 @@
+"""The caption-set converters: MM-CelebA-HQ, CelebAText-HQ, FFHQ-Text (samples, broken files, the real excerpt)."""
+
+from __future__ import annotations
+
+import pickle
+from collections import Counter
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from facecorpus.converters import celeba, celebahq, pipeline, registry, splits
+from facecorpus.converters.base import Context, RawFormatError
+from facecorpus.converters.samples import celebahq as hq_sample
+from facecorpus.converters.samples import celebatexthq as cth_sample
+from facecorpus.converters.samples import ffhqtext as ffhq_sample
+from facecorpus.converters.samples import mmcelebahq as mm_sample
+
+SAMPLES = {"mmcelebahq": mm_sample, "celebatexthq": cth_sample, "ffhqtext": ffhq_sample}
+BOM = b"\xef\xbb\xbf"
+HTML = b"<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title></head></html>\n"
+
+
+def convert(name: str, raw: Path, on_error: str = "raise", mapping: dict | None = None, **options):
+    """run_dataset over `raw`; the HQ sets get a sample mapping covering every index they use."""
+    if mapping is None and name != "ffhqtext":
+        mapping = {f"celebahq/{i}": f"celeba/{i + 1:06d}" for i in range(30_000)}
+    ctx = Context(name, raw, registry.options(name, {k: str(v) for k, v in options.items()}), mapping)
+    return pipeline.run_dataset(name, raw, ctx, on_error)
+
+
+def sample(tmp_path: Path, name: str) -> tuple[Path, dict]:
+    raw = tmp_path / name
+    return raw, SAMPLES[name].write(raw, seed=0)
+
+
+def by_split(run) -> dict[str, int]:
+    return dict(Counter(r.source_split for r in run.records))
+
+
+def texts(run) -> dict[str, str]:
+    return {r.key: r.text for r in run.records}
+
+
+# --- the samples convert to exactly what they promise ---------------------------------------------------------
+
+@pytest.mark.parametrize("name", list(SAMPLES))
+def test_sample_counts(tmp_path, name):
+    raw, info = sample(tmp_path, name)
+    run = convert(name, raw)
+    assert by_split(run) == info["splits"]
+    assert dict(run.filtered) == info["filtered"]
+    assert run.rows_read == info["rows"] and len(run.records) == info["records"] and not run.failures
+    for rec in run.records:  # every referenced image was written
+        assert (raw / rec.image).is_file(), rec.image
+
+
+def test_mmcelebahq_sample_records(tmp_path):
+    raw, info = sample(tmp_path, "mmcelebahq")
+    hq = hq_sample.write(tmp_path / "celebahq", n=info["mapping_rows"])["mapping"]
+    run = convert("mmcelebahq", raw, mapping=hq)
+    got = texts(run)
+    # The trailing space is gone, the line index stays the key's n, the 'has .' line 0 of 24000 is filtered.
+    assert got["mmcelebahq/0/caption/0"] == "The woman has wavy hair, and arched eyebrows."
+    assert got["mmcelebahq/24000/caption/1"] == "He is young and has black hair."
+    assert "mmcelebahq/24000/caption/0" not in got
+    rec = next(r for r in run.records if r.key == "mmcelebahq/24001/caption/2")
+    assert (rec.image, rec.image_id, rec.photo_id, rec.source_split) == (
+        "image/images/24001.jpg", "celebahq/24001", hq["celebahq/24001"], "test")
+    assert run.notes == ["text/celeba-caption/: 1 captions repeat an earlier line of their file (kept; the README "
+                         "promises ten unique captions)"]
+
+
+def test_celebatexthq_sample_records(tmp_path):
+    raw, _ = sample(tmp_path, "celebatexthq")
+    run = convert("celebatexthq", raw)
+    got = texts(run)
+    assert got["celebatexthq/2/caption/0"] == "The man has short hair he wears glasses."  # U+FFFD pair -> space
+    assert got["celebatexthq/2/caption/2"] == "A middle-aged man with a beard."  # line 1 was blank
+    assert got["celebatexthq/4/caption/1"] == "She has rosy cheeks,and she is smiling."  # full-width comma, NFKC
+    rec = next(r for r in run.records if r.key == "celebatexthq/10/caption/1")
+    assert (rec.image, rec.image_id, rec.photo_id, rec.source_split) == (
+        "CelebAimg/10.jpg", "celebahq/10", "celeba/000011", "test")
+    assert "captions/: 1 caption files had invalid UTF-8 or U+FFFD (mapped to a space): 2.txt" in run.notes
+    assert "captions/: 1 caption files had non-ASCII text (NFKC-normalised): 4.txt" in run.notes
+    assert "captions/: 6 files have fewer than 10 captions (all kept)" in run.notes
+
+
+def test_ffhqtext_sample_records(tmp_path):
+    raw, _ = sample(tmp_path, "ffhqtext")
+    run = convert("ffhqtext", raw)
+    rec = next(r for r in run.records if r.key == "ffhqtext/02088/caption/1")
+    assert (rec.text, rec.image, rec.image_id, rec.photo_id, rec.source_split) == (
+        "She has short grey hair.", "Image/02088.png", "ffhq/02088", "ffhq/02088", "test")
+
+
+# --- bytes of a caption file: line ends, BOM, truncation, HTML ------------------------------------------------
+
+CAPTION_FILE = {"mmcelebahq": "text/celeba-caption/5.txt", "celebatexthq": "captions/1.txt",
+                "ffhqtext": "Text/00345.txt"}
+
+
+@pytest.mark.parametrize("name", list(SAMPLES))
+@pytest.mark.parametrize("change", ["crlf", "bom", "no final newline"])
+def test_caption_file_variants_give_the_same_records(tmp_path, name, change):
+    raw, _ = sample(tmp_path, name)
+    before = texts(convert(name, raw))
+    path = raw / CAPTION_FILE[name]
+    data = path.read_bytes()
+    path.write_bytes({"crlf": data.replace(b"\n", b"\r\n"), "bom": BOM + data, "no final newline": data[:-1]}[change])
+    assert texts(convert(name, raw)) == before
+
+
+@pytest.mark.parametrize("name", list(SAMPLES))
+def test_html_page_under_a_caption_file_name(tmp_path, name):
+    raw, _ = sample(tmp_path, name)
+    (raw / CAPTION_FILE[name]).write_bytes(HTML)
+    with pytest.raises(RawFormatError, match=rf"{CAPTION_FILE[name]}: is an HTML page.*download page: https://"):
+        convert(name, raw)
+
+
+def test_invalid_utf8_is_replaced_and_noted(tmp_path):
+    raw, _ = sample(tmp_path, "ffhqtext")
+    (raw / "Text" / "00012.txt").write_bytes(b"She has \xff\xfe brown hair.\nHer eyes are \xe9 big.\n")
+    run = convert("ffhqtext", raw)
+    assert texts(run)["ffhqtext/00012/caption/0"] == "She has brown hair."
+    assert any("1 caption files had invalid UTF-8" in n and "00012.txt" in n for n in run.notes)
+
+
+# --- missing files name the file and the download page -------------------------------------------------------
+
+@pytest.mark.parametrize(("name", "remove", "message"), [
+    ("mmcelebahq", "text", r"text/celeba-caption/ or .*no caption files.*MM-CelebA-HQ-Dataset"),
+    ("mmcelebahq", "test/filenames.pickle", r"test/filenames.pickle: missing beside train/filenames.pickle"),
+    ("celebatexthq", "data_flist", r"data_flist/train.flist or .*missing.*SEA-T2F"),
+    ("celebatexthq", "data_flist/test.flist", r"data_flist/test.flist: missing.*SEA-T2F"),
+    ("celebatexthq", "captions", r"captions/: missing .*no caption folder.*SEA-T2F"),
+    ("ffhqtext", "Text", r"Text/ or text/: missing .*FFHQ-Text_Dataset"),
+    ("ffhqtext", "Train", r"Train/filenames.pickle: missing beside Test/filenames.pickle"),
+])
+def test_missing_raw_file(tmp_path, name, remove, message):
+    raw, _ = sample(tmp_path, name)
+    target = raw / remove
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    with pytest.raises(RawFormatError, match=message):
+        convert(name, raw)
+
+
+@pytest.mark.parametrize("name", ["mmcelebahq", "celebatexthq"])
+def test_hq_sets_need_the_mapping(tmp_path, name):
+    raw, _ = sample(tmp_path, name)
+    ctx = Context(name, raw, registry.options(name, {}), None)
+    with pytest.raises(RawFormatError, match="CelebA-HQ-to-CelebA-mapping.txt.*--celebahq-mapping"):
+        pipeline.run_dataset(name, raw, ctx, "raise")
+
+
+@pytest.mark.parametrize("name", ["mmcelebahq", "celebatexthq"])
+def test_index_outside_the_mapping_fails_the_row(tmp_path, name):
+    raw, info = sample(tmp_path, name)
+    mapping = {f"celebahq/{i}": f"celeba/{i + 1:06d}" for i in info["hq_indices"][1:]}
+    with pytest.raises(pipeline.ConvertError, match=f"celebahq/{info['hq_indices'][0]} is not in the CelebA-HQ map"):
+        convert(name, raw, mapping=mapping)
+    run = convert(name, raw, "skip", mapping=mapping)
+    assert len(run.failures) > 0 and run.rows_read == len(run.records) + sum(run.filtered.values()) + len(run.failures)
+
+
+# --- split pickles -------------------------------------------------------------------------------------------
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+@pytest.mark.parametrize("name", ["mmcelebahq", "ffhqtext"])
+@pytest.mark.parametrize(("content", "message"), [
+    (HTML, "is an HTML page"),
+    (pickle.dumps(["0", "5", "7"], protocol=2)[:-3], "is not a pickled list of file names.*truncated"),
+    (pickle.dumps([Evil()], protocol=2), "refers to the Python object __builtin__.print, not only file names"),
+    (pickle.dumps({"0": 1}, protocol=2), "holds a dict, expected a list of file names"),
+    (pickle.dumps(["0", 5], protocol=2), r":2: entry 5 is not a file name"),
+], ids=["html", "truncated", "code", "dict", "int entry"])
+def test_broken_split_pickle(tmp_path, name, content, message, capsys):
+    raw, _ = sample(tmp_path, name)
+    (raw / ("train/filenames.pickle" if name == "mmcelebahq" else "Train/filenames.pickle")).write_bytes(content)
+    with pytest.raises(RawFormatError, match=message):
+        convert(name, raw)
+    assert "pwned" not in capsys.readouterr().out
+
+
+def write_pickle(path: Path, names: list) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps(names, protocol=2))
+
+
+def test_mmcelebahq_swapped_pickles_keep_the_index_split(tmp_path):
+    raw, info = sample(tmp_path, "mmcelebahq")
+    # Swapped; the train list as Python 2 writes byte strings (SHORT_BINSTRING), as AttnGAN's era did.
+    (raw / "train" / "filenames.pickle").write_bytes(b"\x80\x02]q\x00(U\x0524000q\x01U\x0524001q\x02e.")
+    write_pickle(raw / "test" / "filenames.pickle", [b"0", "5", "images/6.jpg"])
+    run = convert("mmcelebahq", raw)
+    assert by_split(run) == info["splits"]
+    assert ("train/filenames.pickle lists 2 of its 2 images in the test index range (e.g. 24000): split taken from "
+            "the index (the pickles may be swapped, #6)") in run.notes
+    assert "the split pickles list 1 images with no caption file in text/celeba-caption/: 6.txt" in run.notes
+
+
+def test_mmcelebahq_without_pickles_notes_the_missing_files(tmp_path):
+    raw, info = sample(tmp_path, "mmcelebahq")
+    for split in ("train", "test"):
+        (raw / split / "filenames.pickle").unlink()
+    run = convert("mmcelebahq", raw)
+    assert by_split(run) == info["splits"]
+    assert any(n.startswith("text/celeba-caption/ holds 4 of the 30,000 caption files 0.txt..29999.txt: 29,996 "
+                            "missing") for n in run.notes)
+
+
+def test_mmcelebahq_options(tmp_path):
+    raw, _ = sample(tmp_path, "mmcelebahq")
+    run = convert("mmcelebahq", raw, keep_duplicates=False, keep_degenerate=True)
+    assert dict(run.filtered) == {"duplicate caption in the same file": 1}
+    assert texts(run)["mmcelebahq/24000/caption/0"] == "This attractive man has ."
+    assert "mmcelebahq/5/caption/2" not in texts(run)
+
+
+@pytest.mark.parametrize("bad", ["00005", "abc", "30000"])
+def test_mmcelebahq_file_name_not_an_index(tmp_path, bad):
+    raw, _ = sample(tmp_path, "mmcelebahq")
+    (raw / "text" / "celeba-caption" / f"{bad}.txt").write_text("She is young.\n\nShe has bangs.\n")
+    with pytest.raises(pipeline.ConvertError, match=f"{bad}.txt line 1: file name {bad}.txt is not an unpadded"):
+        convert("mmcelebahq", raw)
+    run = convert("mmcelebahq", raw, "skip")
+    assert len(run.failures) == 2 and run.filtered["empty caption line"] == 1
+
+
+# --- CelebAText-HQ lists ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("line", ["../../../etc/passwd", "data/CelebAText-HQ/CelebAimg/00003.jpg",
+                                  "data/CelebAText-HQ/CelebAimg/caf\u00e9.jpg", "x/y/z/30000.jpg"])
+def test_celebatexthq_list_line_that_names_no_hq_image(tmp_path, line):
+    raw, info = sample(tmp_path, "celebatexthq")
+    flist = raw / "data_flist" / "train.flist"
+    flist.write_bytes(flist.read_bytes() + f"{line}\n".encode())
+    with pytest.raises(pipeline.ConvertError, match=r"data_flist/train.flist line 5: .* does not name a CelebA-HQ"):
+        convert("celebatexthq", raw)
+    run = convert("celebatexthq", raw, "skip")
+    assert len(run.failures) == 1 and len(run.records) == info["records"]
+
+
+def test_celebatexthq_lists_disagree_with_captions(tmp_path):
+    raw, _ = sample(tmp_path, "celebatexthq")
+    flist = raw / "data_flist" / "test.flist"
+    flist.write_bytes(flist.read_bytes() + b"a/b/c/1.jpg\na/b/c/11.jpg\n")  # 1 is also train; 11 has no captions
+    (raw / "captions" / "3.txt").write_text("An unlisted man.\n")
+    run = convert("celebatexthq", raw)
+    assert "1 images are in both train.flist and test.flist (taken as test): 1" in run.notes
+    assert "the .flist files list 1 images with no caption file in captions/: 11.txt" in run.notes
+    assert "1 caption files in captions/ are in neither .flist (converted with no source split): 3.txt" in run.notes
+    split = {r.key: r.source_split for r in run.records}
+    assert split["celebatexthq/1/caption/0"] == "test" and split["celebatexthq/3/caption/0"] is None
+
+
+def test_celebatexthq_nested_root(tmp_path):
+    cth_sample.write(tmp_path / "raw" / "data" / "CelebAText-HQ")
+    run = convert("celebatexthq", tmp_path / "raw")
+    assert run.records[0].image == "data/CelebAText-HQ/CelebAimg/1.jpg"
+    assert by_split(run) == {"train": 8, "test": 4}
+
+
+# --- FFHQ-Text's undocumented layout ----------------------------------------------------------------------------
+
+def test_ffhqtext_lower_case_layout_and_pkl_names(tmp_path):
+    raw, info = sample(tmp_path, "ffhqtext")
+    for old, new in (("Text", "text"), ("Image", "images"), ("Train/filenames.pickle", "train.pkl"),
+                     ("Test/filenames.pickle", "test.pkl")):
+        (raw / old).rename(raw / new)
+    run = convert("ffhqtext", raw)
+    assert by_split(run) == info["splits"] and run.records[0].image == "images/00012.png"
+
+
+def test_ffhqtext_without_pickles(tmp_path):
+    raw, info = sample(tmp_path, "ffhqtext")
+    for folder in ("Train", "Test"):
+        (raw / folder / "filenames.pickle").unlink()
+    run = convert("ffhqtext", raw)
+    assert by_split(run) == {None: info["records"]}
+    assert run.notes[0].startswith("no train/test pickles (Train/filenames.pickle, ...)")
+
+
+def test_ffhqtext_name_not_ffhq(tmp_path):
+    raw, _ = sample(tmp_path, "ffhqtext")
+    (raw / "Text" / "face_7.txt").write_text("A woman.\n")
+    with pytest.raises(pipeline.ConvertError, match="face_7.txt line 1: file name face_7.txt is not a 5-digit FFHQ"):
+        convert("ffhqtext", raw)
+
+
+# --- the real MM-CelebA-HQ excerpt ---------------------------------------------------------------------------
+
+@pytest.mark.shared
+def test_mmcelebahq_real_excerpt(shared_raw):
+    raw = shared_raw / "mmcelebahq"
+    mapping = celebahq.read_mapping(shared_raw / "celebahq" / celebahq.MAPPING)
+    run = convert("mmcelebahq", raw, mapping=mapping)
+    # FORMATS.md part 2, 2.2: 101 files x 10 lines; 92.txt's ten 'has .' lines; 23 in-file repeats after that.
+    assert run.rows_read == 1010 and len(run.records) == 1000 and not run.failures
+    assert dict(run.filtered) == {"degenerate caption ('has .', no attribute)": 10}
+    assert by_split(run) == {"train": 1000}
+    assert run.notes[1].startswith("text/celeba-caption/ holds 101 of the 30,000 caption files 0.txt..29999.txt: "
+                                   "29,899 missing (an excerpt?), e.g. 101.txt, 102.txt, 103.txt")
+    assert "text/celeba-caption/: 23 captions repeat an earlier line of their file" in run.notes[2]
+    assert texts(run)["mmcelebahq/49/caption/1"] == "The person has big lips, and bags under eyes."
+    strict = convert("mmcelebahq", raw, mapping=mapping, keep_duplicates=False)
+    assert len(strict.records) == 977 and strict.filtered["duplicate caption in the same file"] == 23
+    # Split harmonization through the mapping and CelebA's partition: 4.jpg is CelebA 202041.jpg, a test photo.
+    partition = celeba.read_partition(shared_raw / "celeba" / "list_eval_partition.txt")
+    df = pd.DataFrame([{"dataset": r.dataset, "photo_id": r.photo_id, "subject_id": None,
+                        "source_split": r.source_split, "image_id": r.image_id} for r in run.records])
+    df["split"], _ = splits.harmonize(df, partition)
+    per_image = df.drop_duplicates("image_id").set_index("image_id")["split"]
+    assert per_image["celebahq/4"] == "test"
+    # FORMATS.md 1.4: of images 0..100, 12 are CelebA val and 7 CelebA test photos (92, all filtered, is train).
+    assert Counter(per_image) == {"train": 100 - 12 - 7, "val": 12, "test": 7}
+
+
+@pytest.mark.parametrize("change", ["crlf", "bom", "no final newline", "html"])
+def test_celebatexthq_flist_bytes(tmp_path, change):
+    raw, info = sample(tmp_path, "celebatexthq")
+    flist = raw / "data_flist" / "test.flist"
+    data = flist.read_bytes()
+    flist.write_bytes({"crlf": data.replace(b"\n", b"\r\n"), "bom": BOM + data, "no final newline": data[:-1],
+                       "html": HTML}[change])
+    if change == "html":
+        with pytest.raises(RawFormatError, match=r"data_flist/test.flist: is an HTML page.*SEA-T2F"):
+            convert("celebatexthq", raw)
+    else:
+        assert by_split(convert("celebatexthq", raw)) == info["splits"]
