@@ -105,5 +105,8 @@ def convert(paths, convert_all, out, on_error, sets, celeba_partition, celebahq_
         used = name in registry.SUPPORT_FOLDERS
         console.print(f"[{'green' if used else 'yellow'}]{'used' if used else 'not converted'}[/] {name}: {why}")
     s = summary["splits"]
-    console.print(f"splits: {s['records']}; reassigned records: {sum(m['count'] for m in s['reassigned'] if m['from']):,}")
+    moved = sum(m["count"] for m in s["reassigned"] if m["from"])
+    placed = sum(m["count"] for m in s["reassigned"] if not m["from"])
+    console.print(f"splits: {s['records']}; records moved off their dataset's own split: {moved:,}; "
+                  f"records without one, placed by partition/person/hash: {placed:,}")
     console.print(f"manifest: {out} (summary.json, ledger.jsonl)")

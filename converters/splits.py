@@ -3,8 +3,11 @@
 Rules (docs/design.md, "Splits"):
 1. A photo's split is the most held-out split (test > val > train) that any dataset holding it, or
    CelebA's list_eval_partition.txt, assigns.
-2. A photo no dataset splits follows its person: the most held-out split of that subject's other
-   photos when some are split, else a seeded hash of subject_id (photo_id when the subject is unknown).
+2. A person's photos all take the most held-out split of any of that person's photos, so no person
+   spans train and test (a photo's person is the subject_id of any record of that photo, so the
+   CelebA-HQ caption records inherit CelebA's identities through their shared photo_id).
+3. A photo no dataset splits, of a person with no split photo, gets a seeded hash of subject_id
+   (photo_id when the person is unknown).
 Every record whose split differs from its dataset's own is counted, with who decided.
 """
 
@@ -45,13 +48,14 @@ def harmonize(df: pd.DataFrame, partition: dict[str, str] | None = None, seed: i
 
     out_rank = df["photo_id"].map(photo_rank)
     by = df["photo_id"].map(photo_by).astype(object)  # object even when no photo has a claim
-    subject = df["subject_id"]
-    subj_rank = pd.Series(out_rank.values, index=subject.values).dropna()
-    subj_rank = subj_rank[subj_rank.index.notna()].groupby(level=0).max()
-    todo = out_rank.isna()
-    from_subject = todo & subject.isin(subj_rank.index)
-    out_rank[from_subject] = subject[from_subject].map(subj_rank)
-    by[from_subject] = "same-person"
+    # The person behind each photo, from any record of it that names one.
+    named = df.loc[df["subject_id"].notna(), ["photo_id", "subject_id"]].drop_duplicates("photo_id")
+    subject = df["photo_id"].map(named.set_index("photo_id")["subject_id"])
+    subj_rank = pd.DataFrame({"s": subject, "r": out_rank}).dropna().groupby("s")["r"].max()
+    person = subject.map(subj_rank)
+    raise_ = person.notna() & (out_rank.isna() | (person > out_rank))
+    out_rank[raise_] = person[raise_]
+    by[raise_] = "same-person"
     rest = out_rank.isna()
     groups = subject.where(subject.notna(), df["photo_id"])[rest]
     hashed = {g: RANK[hash_split(g, seed)] for g in groups.unique()}

@@ -80,8 +80,9 @@ def test_most_held_out_split_wins_and_is_counted():
     df = frame([("celeba", "celeba/1", "celeba-id/7", "train"), ("mmcelebahq", "celeba/1", None, "test"),
                 ("celeba", "celeba/2", "celeba-id/7", "train")])
     split, moves = splits.harmonize(df, {"celeba/1": "val", "celeba/2": "train"})
-    assert list(split) == ["test", "test", "train"]
-    assert moves == [{"dataset": "celeba", "from": "train", "to": "test", "decided_by": "mmcelebahq", "count": 1}]
+    assert list(split) == ["test", "test", "test"]   # celeba/2 follows its person (celeba-id/7) into test
+    assert moves == [{"dataset": "celeba", "from": "train", "to": "test", "decided_by": "mmcelebahq", "count": 1},
+                     {"dataset": "celeba", "from": "train", "to": "test", "decided_by": "same-person", "count": 1}]
 
 
 def test_unsplit_photos_follow_their_person_then_a_seeded_hash():
