@@ -54,3 +54,7 @@ def main():
     `facecorpus demo OUT` runs all of it on generated sample data. `facecorpus COMMAND --help`
     explains each command.
     """
+
+
+if __name__ == "__main__":  # `python -m facecorpus.cli ...`, e.g. under `torchrun -m`
+    main()

@@ -9,6 +9,7 @@ digits, everything else as lower-case words without `;` or `:`.
 from __future__ import annotations
 
 import functools
+import json
 import re
 
 Value = bool | int | str
@@ -62,6 +63,27 @@ def parse_value(text: str) -> Value:
 
 def to_text(dataset: str, labels: dict[str, Value]) -> str:
     """`to_text("cacd", {"age": 25})` -> `cacd age: 25`. Order follows the dict."""
+    return text_and_json(dataset, labels)[0]
+
+
+def text_and_json(dataset: str, labels: dict[str, Value]) -> tuple[str, str]:
+    """(`to_text`, the labels as JSON), cached: label sets repeat across records (CACD has ~80 ages)."""
+    # The types are part of the key because True == 1 would otherwise share an entry.
+    key = (dataset, tuple(labels.items()), tuple(map(type, labels.values())))
+    try:
+        return _cached(key)
+    except TypeError:  # an unhashable value: the plain path names the problem
+        return _to_text(dataset, labels), json.dumps(labels, ensure_ascii=False)
+
+
+@functools.lru_cache(maxsize=65536)
+def _cached(key) -> tuple[str, str]:
+    dataset, items, _ = key
+    labels = dict(items)
+    return _to_text(dataset, labels), json.dumps(labels, ensure_ascii=False)
+
+
+def _to_text(dataset: str, labels: dict[str, Value]) -> str:
     if not labels:
         raise ProtocolError(f"{dataset}: an attribute record needs at least one label")
     parts = []

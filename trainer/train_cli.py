@@ -1,0 +1,70 @@
+"""`facecorpus train`: the click front end of trainer/train.py."""
+
+from __future__ import annotations
+
+import inspect
+import os
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from . import checkpoint
+from .config import MODEL_PRESETS, RunConfig, apply_overrides, describe
+
+
+def resolve_config(out: Path, shards: str, preset: str | None, overrides: list[str]) -> tuple[RunConfig, bool]:
+    """(config, resuming). A run with a checkpoint resumes from its saved config plus `overrides`;
+    the model cannot change under a resume."""
+    last = checkpoint.latest(out)
+    if last is None:
+        cfg = apply_overrides(RunConfig.from_preset(preset or "tiny"), overrides)
+    else:
+        saved = checkpoint.load_config(last)
+        if preset and preset != saved.preset:
+            raise click.UsageError(f"{out} holds a {saved.preset} run ({last.name}); --preset {preset} would not resume it")
+        cfg = apply_overrides(saved, overrides)
+        if cfg.model != saved.model:
+            raise click.UsageError(f"{out}: model overrides cannot change a run being resumed ({last.name})")
+    cfg.data.shards = str(shards)
+    return cfg, last is not None
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                 "help_option_names": ["-h", "--help"]})
+@click.option("--shards", required=True, type=click.Path(exists=True, file_okay=False), help="Shard folder with index.json.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Run folder: step-XXXXXXXX/ checkpoints and train.jsonl. Resumes when it holds a checkpoint.")
+@click.option("--preset", type=click.Choice(list(MODEL_PRESETS)), default=None,
+              help="Model preset (default tiny; a resumed run keeps its own).")
+@click.pass_context
+def train(ctx: click.Context, shards: str, out: Path, preset: str | None):
+    """Train the Talk2Face prefix-LM on SHARDS into OUT, alone or under
+    `torchrun --nproc_per_node N --no-python facecorpus train ...` (NCCL on GPUs, gloo on CPU).
+
+    Any config key can be overridden as --section.key=value (or --key=value when unique), keeping its
+    type, e.g. --train.max_steps=1000 --train.lr=1e-4 --data.micro_batch=48 --train.compile=true.
+    The global batch (train.batch_size) must be a multiple of processes x data.micro_batch; the
+    rest is gradient accumulation.
+    """
+    try:
+        cfg, resuming = resolve_config(out, shards, preset, list(ctx.args))
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")   # DataLoader workers fork after tokenizing
+    from .train import train as run_training  # torch only when training
+
+    console = Console()
+    rank = int(os.environ.get("RANK", "0"))
+    result = run_training(cfg, out, console if rank == 0 else None)
+    if rank == 0:
+        table = Table(title=f"train -> {out}" + (" (resumed)" if resuming else ""))
+        table.add_column("item")
+        table.add_column("value")
+        for k, v in result.items():
+            table.add_row(k, str(v))
+        console.print(table)
+
+
+train.help = inspect.cleandoc(train.help or "") + "\n\n\b\nKeys and defaults:\n" + "\n".join(describe().split("  "))
