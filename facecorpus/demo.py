@@ -17,6 +17,7 @@ from rich.table import Table
 # (title, "module:function"); each function takes (out: Path, console) and returns {what: value}.
 STAGES = [
     ("convert", "facecorpus.converters.demo:run"),
+    ("report", "facecorpus.reports.demo:run"),
 ]
 
 
