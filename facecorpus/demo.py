@@ -18,6 +18,8 @@ from rich.table import Table
 STAGES = [
     ("convert", "facecorpus.converters.demo:run"),
     ("report", "facecorpus.reports.demo:run"),
+    ("tokenize, shard, verify", "facecorpus.shards.demo:run"),
+    ("train, resume", "facecorpus.trainer.demo:run"),
 ]
 
 

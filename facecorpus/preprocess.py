@@ -61,12 +61,16 @@ def preprocess_uint8(img: Image.Image, bbox=None) -> np.ndarray:
         img = img.crop(_crop_box(bbox, *img.size))
     if img.size != (SIZE, SIZE):
         img = img.resize((SIZE, SIZE), Image.Resampling.BICUBIC)
-    return np.asarray(img, dtype=np.uint8)
+    return np.array(img, dtype=np.uint8)
 
 
 def to_model_input(batch) -> torch.Tensor:
     """uint8 (B,256,256,3) or (256,256,3) array/tensor -> float32 (B,3,256,256) or (3,256,256) in [-1,1]."""
-    x = torch.as_tensor(np.asarray(batch)) if not isinstance(batch, torch.Tensor) else batch
+    if not isinstance(batch, torch.Tensor):
+        arr = np.asarray(batch)
+        # Ray hands out read-only views; torch refuses to wrap those without a copy.
+        batch = torch.from_numpy(arr if arr.flags.writeable else arr.copy())
+    x = batch
     if x.dtype != torch.uint8:
         raise TypeError(f"to_model_input expects uint8 pixels from preprocess_uint8, got {x.dtype}")
     x = x.movedim(-1, -3).float() / 255.0

@@ -1,0 +1,160 @@
+"""Tokenization speed: the whole Ray pipeline against a bare encoder loop and one-at-a-time encoding.
+
+    .venv/bin/python benchmarks/tokenize.py                                  # CPU, tiny-f16
+    python benchmarks/tokenize.py --device cuda --preset ffhq-f16 --images 30000   # one GPU
+
+In one run, on the same generated JPEG/PNG faces (shards/sample.py):
+  ceiling   a bare `model.encode` loop over pre-decoded tensors already on the device (batches);
+  anchor    one image at a time: open, preprocess, encode a batch of 1, copy the codes back;
+  pipeline  `facecorpus tokenize` end to end (plan, Ray read/decode/preprocess tasks, encoder actor
+            pool, cache parts): wall time with Ray already started (the start is reported apart).
+ffhq-f16 runs with seeded random weights (speed does not depend on them). Targets: CPU tiny-f16
+pipeline <= 1.3x the ceiling's time; one H100 with ffhq-f16 >= 1,500 images/s end to end, >= 80% of
+the ceiling, >= 20x one-at-a-time. Needs the package installed (Ray for the pipeline part; without
+Ray the pipeline part is skipped and says so).
+"""
+
+from __future__ import annotations
+
+import sys
+
+# This file is named like the standard library's `tokenize`, which `logging` imports: take the
+# script's folder off the import path before anything else is imported, then load _results by path.
+_HERE = sys.path.pop(0) if sys.path and sys.path[0].rstrip("/").endswith("benchmarks") else None
+
+import argparse
+import importlib.util
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from facecorpus.shards.pipeline import Options, plan, tokenize
+from facecorpus.shards.sample import make_manifest
+
+from facecorpus.preprocess import load_image, preprocess
+from facecorpus.vqgan import load_vqgan
+
+
+def _append(title: str, lines: list[str]) -> None:
+    spec = importlib.util.spec_from_file_location("_results", Path(__file__).with_name("_results.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.append(title, lines)
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def bare_loop(model, images: list[Path], n: int, batch: int, device: str) -> float:
+    """images/s of model.encode over pre-decoded, pre-normalized tensors on the device."""
+    pool = min(len(images), 4 * batch)
+    x = torch.stack([preprocess(load_image(p)) for p in images[:pool]]).to(device)
+    if model.fast:
+        x = x.to(memory_format=torch.channels_last)
+    model.encode(x[:batch])  # warm-up (cuDNN autotune, allocator)
+    sync(device)
+    t0, done = time.perf_counter(), 0
+    while done < n:
+        start = done % pool
+        chunk = x[start:start + min(batch, n - done, pool - start)]
+        model.encode(chunk)
+        done += len(chunk)
+    sync(device)
+    return n / (time.perf_counter() - t0)
+
+
+def one_at_a_time(model, images: list[Path], n: int, device: str) -> float:
+    """images/s of the anchor's way: each image opened, preprocessed and encoded on its own."""
+    model.encode(preprocess(load_image(images[0]))[None].to(device))
+    sync(device)
+    t0 = time.perf_counter()
+    for p in images[:n]:
+        model.encode(preprocess(load_image(p))[None].to(device)).cpu()
+    return n / (time.perf_counter() - t0)
+
+
+def pipeline(manifest: Path, cache: Path, preset: str, ckpt: str | None, batch: int | None) -> tuple[float, float]:
+    """(images/s with Ray started, seconds to start Ray)."""
+    import ray
+
+    t0 = time.perf_counter()
+    ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    start = time.perf_counter() - t0
+    try:
+        t0 = time.perf_counter()
+        summary = tokenize(manifest, cache, Options(vqgan=preset, ckpt=ckpt, batch_size=batch))
+        seconds = time.perf_counter() - t0
+    finally:
+        ray.shutdown()
+    assert summary["accounted"] and summary["ledgered"] == 0, summary
+    return summary["encoded"] / seconds, start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--preset", default=None, help="tiny-f16 (CPU default) or ffhq-f16 (CUDA default)")
+    ap.add_argument("--images", type=int, default=None, help="images in the pipeline run (CPU 1000, CUDA 30000)")
+    ap.add_argument("--one-at-a-time", type=int, default=None, help="images for the one-at-a-time baseline")
+    ap.add_argument("--batch-size", type=int, default=None, help="encoder batch (CPU 32, CUDA 256)")
+    ap.add_argument("--no-append", action="store_true", help="print only, do not append to RESULTS.md")
+    args = ap.parse_args()
+    cuda = args.device.startswith("cuda")
+    preset = args.preset or ("ffhq-f16" if cuda else "tiny-f16")
+    n = args.images or (30000 if cuda else 1000)
+    batch = args.batch_size or (256 if cuda else 32)
+    n_single = args.one_at_a_time or (500 if cuda else 100)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        t0 = time.perf_counter()
+        manifest = make_manifest(tmp, n, seed=0, broken=False, captions=False)
+        print(f"generated {n} images in {time.perf_counter() - t0:.1f} s")
+        images = [Path(p) for p in plan(manifest)["path"]]
+        ckpt = None
+        if preset == "ffhq-f16":  # random weights, saved so the Ray actors load the same thing
+            model = load_vqgan(preset, random_seed=0)
+            ckpt = str(tmp / "ffhq-random.pt")
+            torch.save(model.state_dict(), ckpt)
+        model = load_vqgan(preset, ckpt, device=args.device)
+        ceiling = bare_loop(model, images, n, batch, args.device)
+        print(f"bare encoder loop: {ceiling:.1f} images/s")
+        single = one_at_a_time(model, images, min(n_single, n), args.device)
+        print(f"one at a time: {single:.1f} images/s")
+        del model
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            piped, start = float("nan"), float("nan")
+            print("Ray is not installed: pipeline part skipped (pip install 'ray[data]')")
+        else:
+            piped, start = pipeline(manifest, tmp / "cache", preset, ckpt, batch)
+            print(f"pipeline: {piped:.1f} images/s (Ray start {start:.1f} s apart)")
+
+    lines = [
+        f"- preset {preset}, device {args.device}, {n} images ({min(n_single, n)} one at a time), encoder batch {batch}, torch {torch.__version__}",
+        "",
+        "| what | images/s | vs bare encoder |",
+        "|---|---:|---:|",
+        f"| bare encoder loop, pre-decoded tensors on the device (ceiling) | {ceiling:.1f} | 1.00 |",
+        f"| one image at a time: open, preprocess, encode (anchor's way) | {single:.1f} | {single / ceiling:.2f} |",
+        f"| pipeline `tokenize` end to end, Ray started ({start:.1f} s apart) | {piped:.1f} | {piped / ceiling:.2f} |",
+        "",
+        (f"- pipeline time / bare loop time: **{ceiling / piped:.2f}x** (CPU target <= 1.3x); "
+        f"pipeline / one-at-a-time: **{piped / single:.1f}x** (GPU target >= 20x); "
+        f"pipeline / bare: **{100 * piped / ceiling:.0f}%** (GPU target >= 80%)"),
+    ]
+    if not args.no_append:
+        _append("tokenize: Ray pipeline vs bare encoder loop vs one at a time", lines)
+    else:
+        print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()

@@ -1,0 +1,137 @@
+"""Click commands `tokenize`, `shard` and `verify` (registered lazily by facecorpus/cli.py)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+FOLDER = click.Path(file_okay=False, path_type=Path)
+
+
+def progress_bar(console: Console) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), console=console)
+
+
+def table(title: str, items: dict) -> Table:
+    t = Table(title=title)
+    t.add_column("what")
+    t.add_column("value", justify="right")
+    for k, v in items.items():
+        if not isinstance(v, dict):
+            t.add_row(k, str(v))
+    return t
+
+
+@click.command()
+@click.argument("manifest", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--vqgan", "vqgan", default="tiny-f16", show_default=True,
+              help="Preset (tiny-f16: bundled small VQGAN; ffhq-f16: Talk2Face's, needs --ckpt) or a "
+                   "taming config file (.yaml/.json; VQModel or Net2NetTransformer).")
+@click.option("--ckpt", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="VQGAN weights: a VQModel checkpoint or the Net2NetTransformer one (VQGAN under first_stage_model.).")
+@click.option("--cache", type=FOLDER, required=True, help="Token cache folder; grows run by run, a rerun resumes.")
+@click.option("--ray-address", help="Join this Ray cluster (e.g. ray://head:10001 or auto); default: embedded local Ray.")
+@click.option("--trust-checkpoint", is_flag=True,
+              help="Allow a legacy Lightning checkpoint that pickles objects besides tensors (runs its pickled code).")
+@click.option("--batch-size", type=int, help="Images per encoder batch (default 256 per GPU, 32 on CPU).")
+@click.option("--actors", type=int, help="Encoder actors (default: one per GPU, else CPUs / --cpus-per-actor).")
+@click.option("--cpus-per-actor", type=int, help="CPU only: threads per encoder actor (default min(4, CPUs)).")
+@click.option("--part-rows", type=int, default=4096, show_default=True,
+              help="Images per cache part written: the most a killed run loses.")
+def tokenize(manifest, vqgan, ckpt, cache, ray_address, trust_checkpoint, batch_size, actors, cpus_per_actor, part_rows):
+    """Encode every unique image of MANIFEST once with a VQGAN into the token cache.
+
+    Images already in --cache are skipped, so a killed run resumes where it stopped. Ray tasks read,
+    decode and preprocess (facecorpus.preprocess.POLICY); an actor pool encodes (one GPU per actor,
+    bf16 autocast, when there are GPUs). Images that fail (missing, empty, corrupt, encoder error)
+    go to CACHE/ledger with the stage and message; the run goes on and the counts add up."""
+    from facecorpus.shards.pipeline import Options
+    from facecorpus.shards.pipeline import tokenize as run
+
+    from facecorpus.vqgan import VQGANError
+
+    console = Console(stderr=True)
+    opts = Options(vqgan=str(vqgan), ckpt=str(ckpt) if ckpt else None, trust_checkpoint=trust_checkpoint,
+                   ray_address=ray_address, batch_size=batch_size, actors=actors, cpus_per_actor=cpus_per_actor,
+                   part_rows=part_rows)
+    try:
+        with progress_bar(console) as progress:
+            summary = run(manifest, cache, opts, progress)
+    except (VQGANError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    console.print(table(f"tokenize -> {cache}", summary))
+    _print_ledger(console, cache)
+    if not summary["accounted"]:
+        raise click.ClickException("unique images != cached + ledgered: the run was incomplete")
+
+
+def _print_ledger(console: Console, cache: Path, limit: int = 10) -> None:
+    from facecorpus.shards.cache import cached_ids
+    from facecorpus.shards.ledger import read_ledger
+
+    rows = read_ledger(cache, cached_ids(cache))
+    if not rows:
+        return
+    t = Table(title=f"ledger: {len(rows)} images not tokenized (first {min(limit, len(rows))}; all in {cache}/ledger)")
+    for col in ("image_id", "stage", "message", "path"):
+        t.add_column(col, overflow="fold")
+    for r in rows[:limit]:
+        t.add_row(r["image_id"], r["stage"], r["message"], r["path"])
+    console.print(t)
+
+
+@click.command()
+@click.argument("manifest", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--cache", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="Token cache written by `facecorpus tokenize` for this manifest.")
+@click.option("--out", type=FOLDER, required=True, help="Shard folder: <split>/<kind>-NNNNNN.tar + index.json.")
+@click.option("--samples-per-shard", type=int, default=1000, show_default=True, help="Samples per tar (the last may hold fewer).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the global shuffle (recorded in index.json).")
+def shard(manifest, cache, out, samples_per_shard, seed):
+    """Join MANIFEST's records with their cached codes, shuffle globally, write WebDataset shards.
+
+    Same inputs and seed -> byte-identical tars. Records whose image is in the ledger are skipped and
+    counted (counts.skipped_ledgered_image). index.json is written last."""
+    from facecorpus.shards.writer import shard as run
+
+    console = Console(stderr=True)
+    try:
+        with progress_bar(console) as progress:
+            counts = run(manifest, cache, out, samples_per_shard, seed, progress)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    console.print(table(f"shard -> {out}", counts))
+
+
+@click.command()
+@click.argument("shards", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def verify(shards):
+    """Re-read every shard listed in SHARDS/index.json: bytes, sha256, sample counts, and that every
+    sample's npy, json and txt decode. Exits 1 and lists the problems if any."""
+    from facecorpus.shards.verify import verify as run
+
+    console = Console(stderr=True)
+    try:
+        with progress_bar(console) as progress:
+            report = run(shards, progress)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    console.print(table(f"verify {shards}", {k: v for k, v in report.items() if k != "problems"} |
+                        {"problems": len(report["problems"])}))
+    for p in report["problems"][:50]:
+        console.print(f"[red]{p}")
+    if report["problems"]:
+        sys.exit(1)

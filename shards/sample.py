@@ -1,0 +1,147 @@
+"""A generated manifest with real image files, for tests and benchmarks of tokenize and shard.
+
+Images are drawn faces (an ellipse, eyes, a mouth on a coloured background) saved as JPEG/PNG in
+several PIL modes and sizes; some records carry a face box; `broken` adds the failure cases the
+ledger must catch: a missing file, a zero-byte file, a truncated JPEG and a file that is not an image.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from facecorpus import manifest as mf
+from facecorpus import records
+
+BROKEN = ("missing", "empty", "truncated", "garbage")
+
+
+def draw_face(rng: random.Random, size: tuple[int, int], mode: str = "RGB") -> Image.Image:
+    w, h = size
+    img = Image.new("RGB", size, tuple(rng.randrange(256) for _ in range(3)))
+    d = ImageDraw.Draw(img)
+    skin = tuple(rng.randrange(120, 256) for _ in range(3))
+    d.ellipse((w * 0.2, h * 0.15, w * 0.8, h * 0.9), fill=skin)
+    for ex in (0.38, 0.62):
+        d.ellipse((w * ex - 6, h * 0.4 - 4, w * ex + 6, h * 0.4 + 4), fill=(20, 20, 20))
+    d.arc((w * 0.35, h * 0.55, w * 0.65, h * 0.75), 0, 180, fill=(150, 30, 30), width=3)
+    return img.convert(mode)
+
+
+def _save(img: Image.Image, path: Path) -> None:
+    if img.mode in ("RGB", "L", "CMYK"):
+        img.save(path.with_suffix(".jpg") if path.suffix != ".jpg" else path, quality=90)
+    else:
+        img.save(path)
+
+
+def _write_broken(raw: Path, kind: str, rng: random.Random) -> str:
+    name = f"img/{kind}.jpg"
+    path = raw / name
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "truncated":
+        draw_face(rng, (178, 218)).save(path, quality=90)
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "garbage":
+        path.write_bytes(b"this is not an image\n" * 50)
+    return name  # "missing": never written
+
+
+def make_manifest(root: Path, n_images: int, seed: int = 0, broken: bool = True, captions: bool = True) -> Path:
+    """root/raw/<dataset>/img/* and root/manifest/{celeba,affectnet}.parquet + summary.json.
+
+    Every image gets an attributes record; with `captions`, every third one also gets a caption
+    (several records per image, as in the real corpus). Returns the manifest folder."""
+    rng = random.Random(seed)
+    by_ds: dict[str, list] = {"celeba": [], "affectnet": []}
+    raws = {}
+    splits = ("train", "train", "train", "val", "test")
+    for ds in by_ds:
+        raws[ds] = root / "raw" / ds
+        (raws[ds] / "img").mkdir(parents=True, exist_ok=True)
+    names = [f"i{i:06d}" for i in range(n_images)] + (list(BROKEN) if broken else [])
+    for i, local in enumerate(names):
+        ds = "affectnet" if i % 4 == 3 else "celeba"
+        if local in BROKEN:
+            image = _write_broken(raws[ds], local, rng)
+        else:
+            mode = ("RGB", "L", "RGBA", "P", "CMYK")[i % 5]
+            size = (178, 218) if ds == "celeba" else (rng.randrange(200, 400), rng.randrange(200, 400))
+            ext = ".jpg" if mode in ("RGB", "L", "CMYK") else ".png"
+            image = f"img/{local}{ext}"
+            _save(draw_face(rng, size, mode), raws[ds] / image)
+        bbox = None
+        if ds == "affectnet" and local not in BROKEN:
+            w, h = Image.open(raws[ds] / image).size
+            bbox = [w // 5, h // 6, w * 4 // 5, h * 9 // 10]
+        labels = {"gender": rng.choice(["male", "female"])} if ds == "celeba" else {"expression": rng.choice(["happy", "sad"])}
+        rec = records.attributes(ds, local, image, labels, image_id=f"{ds}/{local}", bbox=bbox)
+        rec.split = splits[i % len(splits)]
+        by_ds[ds].append(rec)
+        if captions and i % 3 == 0:
+            cap = records.caption(ds, local, image, f"a face number {i} smiling", 0, image_id=f"{ds}/{local}")
+            cap.split = rec.split
+            by_ds[ds].append(cap)
+    out = root / "manifest"
+    for ds, recs in by_ds.items():
+        mf.write_partition(mf.to_table(recs), out, ds)
+    summary = {"datasets": {ds: {"raw_dir": str(raws[ds].resolve()), "records": len(recs)} for ds, recs in by_ds.items()}}
+    (out / mf.SUMMARY).write_text(json.dumps(summary, indent=2))
+    return out
+
+
+class FaultProbe:
+    """An encoder probe (pipeline.Encoder's `probe`) for tests: appends every image_id the encoder is
+    asked for to `log` (one line each; actors are other processes, so a file), and raises for the
+    ids in `fail` to inject encoder failures."""
+
+    def __init__(self, log: Path, fail: set[str] = frozenset()):
+        self.log, self.fail = str(log), frozenset(fail)
+
+    def __call__(self, image_ids: list[str]) -> None:
+        with open(self.log, "a") as f:
+            f.write("".join(f"{i}\n" for i in image_ids))
+        bad = self.fail.intersection(image_ids)
+        if bad:
+            raise RuntimeError(f"injected encoder failure for {sorted(bad)}")
+
+    def calls(self) -> list[str]:
+        path = Path(self.log)
+        return path.read_text().split() if path.exists() else []
+
+
+def tokenize_in_process(manifest: Path, cache: Path, vqgan: str = "tiny-f16", batch_size: int = 32) -> dict:
+    """The reference tokenizer without Ray: same plan, preprocessing, cache and ledger, one process.
+    Tests compare the Ray pipeline's output with it."""
+    import numpy as np
+    from facecorpus.shards import cache as cache_mod
+    from facecorpus.shards import ledger
+    from facecorpus.shards.pipeline import _read_one, plan
+
+    from facecorpus.preprocess import POLICY, to_model_input
+    from facecorpus.vqgan import load_vqgan
+
+    model = load_vqgan(vqgan)
+    cache = cache_mod.open_cache(Path(cache), model.identity, POLICY)
+    done = cache_mod.cached_ids(cache)
+    todo = plan(Path(manifest))
+    todo = todo[~todo["image_id"].isin(done)]
+    ok_ids, pixels, failed = [], [], []
+    for image_id, path, bbox in todo.itertuples(index=False):
+        px, stage, message = _read_one(path, bbox)
+        if px is None:
+            failed.append({"image_id": image_id, "path": path, "stage": stage, "message": message})
+        else:
+            ok_ids.append(image_id)
+            pixels.append(px)
+    codes = [model.encode(to_model_input(np.stack(pixels[i:i + batch_size]))).reshape(-1, 256).numpy()
+             for i in range(0, len(pixels), batch_size)]
+    if ok_ids:
+        cache_mod.write_part(cache / "codes", cache_mod.codes_table(ok_ids, np.concatenate(codes), model.identity))
+    ledger.append(cache, failed)
+    return {"encoded": len(ok_ids), "ledgered": len(failed)}
