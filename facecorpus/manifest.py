@@ -60,6 +60,10 @@ def check_table(table: pa.Table, where: str) -> None:
     ):
         if pc.any(mask).as_py():
             raise ManifestError(f"{where}: {problem}: {_examples(table, mask)}")
+    bbox = table.column("bbox")
+    bad_box = pc.and_(pc.is_valid(bbox), pc.not_equal(pc.list_value_length(bbox), 4))
+    if pc.any(bad_box).as_py():
+        raise ManifestError(f"{where}: bbox must be 4 ints (x0, y0, x1, y1) or null: {_examples(table, bad_box)}")
     counts = pc.value_counts(keys)
     dup = pc.filter(counts, pc.greater(counts.field("counts"), 1))
     if len(dup):

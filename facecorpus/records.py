@@ -29,7 +29,10 @@ SCHEMA = pa.schema([
     ("image_id", pa.string()),
     ("photo_id", pa.string()),
     ("subject_id", pa.string()),
-    ("bbox", pa.list_(pa.int32(), 4)),
+    # Four ints or null. A variable-size list with a length check rather than list<int32>[4]: the
+    # fixed-size list with nulls does not read back from Parquet in older pyarrow (seen with the
+    # pyarrow of the GPU machines: "Expected all lists to be of size=4").
+    ("bbox", pa.list_(pa.int32())),
     ("source_split", pa.string()),
     ("split", pa.string()),
     ("kind", pa.string()),

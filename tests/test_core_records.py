@@ -99,3 +99,13 @@ def test_unsplit_photos_follow_their_person_then_a_seeded_hash():
     assert splits.harmonize(df, None, seed=3)[0].tolist() == split.tolist()   # deterministic
     assert splits.harmonize(df, None, seed=4)[0].tolist() != split.tolist()
     assert sum(m["count"] for m in moves) == len(df) - 2  # all but the two fairface test photos were assigned
+
+
+def test_manifest_refuses_a_bbox_of_other_than_four_values(tmp_path):
+    rows = manifest.to_table([rec(1, bbox=[1, 2, 3, 4]), rec(2)]).to_pylist()
+    rows[0]["bbox"] = [1, 2, 3]
+    with pytest.raises(manifest.ManifestError, match="bbox must be 4 ints .*cacd/img1/attributes/0"):
+        manifest.check_table(pa.Table.from_pylist(rows, schema=records.SCHEMA), "t")
+    good = manifest.to_table([rec(1, bbox=[1, 2, 3, 4]), rec(2)])
+    manifest.write_partition(good, tmp_path, "cacd")
+    assert manifest.read_table(tmp_path).column("bbox").to_pylist() == [[1, 2, 3, 4], None]
