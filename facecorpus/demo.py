@@ -20,6 +20,7 @@ STAGES = [
     ("report", "facecorpus.reports.demo:run"),
     ("tokenize, shard, verify", "facecorpus.shards.demo:run"),
     ("train, resume", "facecorpus.trainer.demo:run"),
+    ("generate", "facecorpus.trainer.demo_generate:run"),
 ]
 
 

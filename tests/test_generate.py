@@ -1,0 +1,225 @@
+"""Sampling: modality masks (no invalid id is ever emitted), the key/value cache, the three prompts, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+from facecorpus.trainer import generate as gen
+from facecorpus.trainer.config import RunConfig, model_preset
+from facecorpus.trainer.model import Talk2Face
+from PIL import Image
+
+from facecorpus import vocab
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Token-by-token decoding of a tiny model is latency-bound: a second intra-op thread only spins,
+    and on a busy 2-core machine makes each step ~10x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+IMAGE = slice(vocab.IMAGE_OFFSET, vocab.VOCAB_SIZE)
+SETTINGS = [gen.GREEDY, gen.Sampling(), gen.Sampling(temperature=5.0, top_k=0), gen.Sampling(temperature=0.05, top_k=1),
+            gen.Sampling(top_k=0, top_p=0.01), gen.Sampling(top_k=5000, top_p=0.5), gen.Sampling(top_k=31546)]
+
+
+def tiny(seed: int = 0) -> Talk2Face:
+    torch.manual_seed(seed)
+    return Talk2Face(model_preset("tiny")).eval()
+
+
+def adversarial(towards: str) -> Talk2Face:
+    """A model whose head strongly prefers the wrong ids: text/special ids for image positions
+    ("text"), image codes and [PAD]/[CLS]/[MASK]/[unused] for text positions ("image")."""
+    model = tiny()
+    head = torch.nn.Linear(model.cfg.d_model, model.cfg.vocab_size, bias=True)
+    head.weight.data.copy_(model.lm_head.weight.data)
+    head.bias.data.zero_()
+    if towards == "text":
+        head.bias.data[:vocab.IMAGE_OFFSET] = 60.0
+    else:
+        head.bias.data[IMAGE] = 60.0
+        head.bias.data[[vocab.PAD, vocab.UNK, vocab.CLS, vocab.MASK, 1, 500, 998]] = 80.0
+    model.lm_head = head
+    return model
+
+
+def is_text(ids: torch.Tensor) -> torch.Tensor:
+    return ((ids >= gen.FIRST_WORDPIECE) & (ids < vocab.TEXT_VOCAB_SIZE)) | (ids == vocab.SEP)
+
+
+@pytest.mark.parametrize("s", SETTINGS, ids=repr)
+def test_pick_never_leaves_the_modality(s):
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(16, vocab.VOCAB_SIZE, generator=g) * 10
+    logits[:8, :vocab.IMAGE_OFFSET] += 1000.0      # the forbidden side is far more likely
+    logits[8:, :vocab.IMAGE_OFFSET] = float("inf")  # even +inf logits on forbidden ids
+    for _ in range(2):
+        ids = gen.pick(logits, gen.allowed_ids("image"), s, g)
+        assert ((ids >= vocab.IMAGE_OFFSET) & (ids < vocab.VOCAB_SIZE)).all()
+    logits = torch.randn(16, vocab.VOCAB_SIZE, generator=g) * 10
+    logits[:, IMAGE] += 1000.0
+    logits[:, [vocab.PAD, vocab.CLS, vocab.MASK, vocab.UNK, 5]] += 2000.0
+    for _ in range(2):
+        assert is_text(gen.pick(logits, gen.allowed_ids("text"), s, g)).all()
+
+
+def test_filters_keep_what_they_promise():
+    allowed = gen.allowed_ids("image")
+    logits = torch.randn(3, vocab.VOCAB_SIZE)
+    kept = torch.isfinite(gen.filter_logits(logits, allowed, gen.Sampling(top_k=5))).sum(-1)
+    assert kept.tolist() == [5, 5, 5]
+    one = gen.filter_logits(logits, allowed, gen.Sampling(top_k=0, top_p=1e-6))
+    assert torch.isfinite(one).sum(-1).tolist() == [1, 1, 1]
+    assert torch.equal(one.argmax(-1), logits.masked_fill(~allowed, -1e9).argmax(-1))
+    # top-p keeps the smallest head of the distribution whose mass reaches p
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()
+    flt = gen.filter_logits(probs, torch.ones(4, dtype=torch.bool), gen.Sampling(top_k=0, top_p=0.7))
+    assert torch.isfinite(flt).tolist() == [[True, True, False, False]]
+    # sampling follows the filtered distribution (0.5/0.8, 0.3/0.8)
+    draws = gen.pick(probs.expand(40000, -1), torch.ones(4, dtype=torch.bool), gen.Sampling(top_k=0, top_p=0.7),
+                     torch.Generator().manual_seed(0))
+    freq = torch.bincount(draws, minlength=4) / 40000
+    assert torch.allclose(freq, torch.tensor([0.625, 0.375, 0, 0]), atol=0.01)
+
+
+@pytest.mark.parametrize("kw, message", [(dict(temperature=0), "temperature"), (dict(top_k=-1), "top_k"),
+                                         (dict(top_p=0), "top_p"), (dict(top_p=1.5), "top_p")])
+def test_bad_sampling_settings(kw, message):
+    with pytest.raises(gen.GenerationError, match=message):
+        gen.Sampling(**kw)
+
+
+def test_sequences_match_the_release():
+    codes = torch.arange(256) % 1024
+    cap = gen.prefix_ids("to-caption", codes=codes)
+    assert len(cap) == 262 and cap[:5] == [vocab.CLS, 2000, 14408, 3258, vocab.SEP] and cap[-1] == vocab.SEP
+    att = gen.prefix_ids("to-attributes", codes=codes)
+    assert len(att) == 261 and att[:4] == [vocab.CLS, 2000, 12332, vocab.SEP]
+    img = gen.prefix_ids("to-image", text="word " * 200)
+    assert img[:4] == [vocab.CLS, 2000, 3746, vocab.SEP] and len(img) == 4 + gen.MAX_TEXT + 1 and img[-1] == vocab.SEP
+    assert len(img) + gen.IMAGE_TOKENS + 1 <= 334 and len(cap) + gen.MAX_CAPTION == 334
+    assert vocab.encode_text("; ;") == [gen.SEMICOLON] * 2
+    ids, seg = gen._attribute_input(codes[None], "fairface race:")
+    assert seg[0, :261].eq(1).all() and seg[0, 261:].eq(2).all() and ids.shape[1] == 261 + 4
+    for bad in (dict(prompt="to-video", text="x"), dict(prompt="to-image", text=" "),
+                dict(prompt="to-caption", codes=torch.full((256,), 1024)), dict(prompt="to-caption", codes=torch.zeros(255))):
+        with pytest.raises(gen.GenerationError):
+            gen.prefix_ids(**bad)
+    with pytest.raises(gen.GenerationError, match="key"):
+        gen._attribute_input(codes[None], "race")
+
+
+def test_no_invalid_id_is_ever_emitted():
+    """End to end: a model that wants the wrong modality everywhere still yields only image codes
+    for faces and only WordPiece text for captions and attribute values."""
+    g = torch.Generator().manual_seed(0)
+    wants_text = adversarial("text")
+    codes = gen.generate_images(wants_text, ["a man", "a smiling woman with long hair"], gen.Sampling(temperature=3.0), g)
+    assert codes.shape == (2, 256) and codes.min() >= 0 and codes.max() < vocab.IMAGE_CODES
+    prefix = torch.tensor([gen.prefix_ids("to-image", text="a man")])
+    for s in (gen.GREEDY, gen.Sampling(top_k=0, top_p=0.5)):
+        new = gen.decode(wants_text, prefix, torch.ones_like(prefix), 24, "image", s, g)
+        assert ((new >= vocab.IMAGE_OFFSET) & (new < vocab.VOCAB_SIZE)).all()
+    wants_image = adversarial("image")
+    prefix = torch.tensor([gen.prefix_ids("to-caption", codes=codes[0])])
+    for s in (gen.Sampling(), gen.GREEDY, gen.Sampling(temperature=3.0, top_k=0)):
+        new = gen.decode(wants_image, prefix, torch.ones_like(prefix), 24, "text", s, g)
+        assert is_text(new).all()
+    assert all(c and "[" not in c for c in gen.generate_captions(wants_image, codes[:1], gen.Sampling(), g))
+
+
+@pytest.mark.parametrize("s", [gen.GREEDY, gen.Sampling(top_p=0.9)], ids=["greedy", "top-p"])
+def test_cache_gives_the_same_tokens_as_rerunning_everything(s):
+    model = tiny(1)
+    prefix = torch.tensor([gen.prefix_ids("to-image", text="an old man with a beard")] * 2)
+    with_cache = gen.decode(model, prefix, torch.ones_like(prefix), 16, "image", s, torch.Generator().manual_seed(3))
+    without = gen.decode(model, prefix, torch.ones_like(prefix), 16, "image", s, torch.Generator().manual_seed(3),
+                         use_cache=False)
+    assert torch.equal(with_cache, without)
+
+
+def test_text_rows_stop_at_sep():
+    model = tiny()
+    head = torch.nn.Linear(model.cfg.d_model, model.cfg.vocab_size, bias=True)
+    head.weight.data.zero_()
+    head.bias.data.zero_()
+    head.bias.data[vocab.SEP] = 50.0
+    model.lm_head = head
+    prefix = torch.tensor([gen.prefix_ids("to-caption", codes=torch.zeros(256))])
+    out = gen.decode(model, prefix, torch.ones_like(prefix), 30, "text", gen.GREEDY, stop=(vocab.SEP,))
+    assert out.tolist() == [[vocab.SEP]]                       # stopped at once, not 30 steps
+    assert gen.generate_captions(model, torch.zeros(1, 256, dtype=torch.long), gen.GREEDY) == [""]
+
+
+def test_rank_values_scores_are_the_chain_rule_of_the_full_model():
+    model = tiny(2)
+    codes = torch.randint(0, 1024, (2, 256), generator=torch.Generator().manual_seed(0))
+    candidates = ["white", "east asian", "black"]
+    best, scores = gen.rank_values(model, codes, "fairface race:", candidates)
+    ids, seg = gen._attribute_input(codes, "fairface race:")
+    with torch.no_grad():
+        for c, value in enumerate(candidates):
+            seq, sseg, total = ids, seg, torch.zeros(2)
+            for tok in vocab.encode_text(value):  # one full forward per token, no cache
+                total += model(seq, sseg)[:, -1].log_softmax(-1)[:, tok]
+                seq = torch.cat([seq, torch.full((2, 1), tok)], 1)
+                sseg = torch.cat([sseg, torch.full((2, 1), 2)], 1)
+            end = model(seq, sseg)[:, -1].softmax(-1)[:, [vocab.SEP, gen.SEMICOLON]].sum(-1).log()
+            assert torch.allclose(scores[:, c], total + end, atol=1e-4)
+    assert best == [candidates[i] for i in scores.argmax(1).tolist()]
+
+
+def write_run(tmp_path, model: Talk2Face) -> object:
+    step = tmp_path / "run" / "step-00000001"
+    step.mkdir(parents=True)
+    torch.save(model.state_dict(), step / "model.pt")
+    cfg = RunConfig.from_preset("tiny").to_dict()
+    cfg["shards_identity"] = {"vqgan": {"name": "tiny-f16"}}
+    (step / "config.json").write_text(json.dumps(cfg))
+    return tmp_path / "run"
+
+
+def test_generate_cli_all_three_prompts(tmp_path):
+    from facecorpus.trainer.generate_cli import generate
+
+    run = write_run(tmp_path, tiny())
+    runner = CliRunner()
+    res = runner.invoke(generate, [str(run), "--prompt", "to-image", "--text", "a young woman", "--num-samples", "2",
+                                   "--top-p", "0.9", "--out", str(tmp_path / "img")])
+    assert res.exit_code == 0, res.output
+    pngs = sorted((tmp_path / "img").glob("*.png"))
+    assert len(pngs) == 2 and Image.open(pngs[0]).size == (256, 256)
+    face = tmp_path / "face.png"
+    Image.open(pngs[0]).resize((300, 200)).save(face)   # any size: preprocessing makes it 256x256
+    res = runner.invoke(generate, [str(run), "--prompt", "to-caption", "--image", str(face), "--greedy",
+                                   "--out", str(tmp_path / "cap")])
+    assert res.exit_code == 0, res.output
+    caption = json.loads((tmp_path / "cap" / "results.json").read_text())[0]["output"]
+    assert isinstance(caption, str) and caption == caption.strip()
+    res = runner.invoke(generate, [str(run), "--prompt", "to-attributes", "--image", str(face), "--key", "fairface race:",
+                                   "--candidates", "white,black,east asian", "--out", str(tmp_path / "att")])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "att" / "results.json").read_text())[0]["output"] in ("white", "black", "east asian")
+    res = runner.invoke(generate, [str(run), "--prompt", "to-attributes", "--image", str(face), "--out", str(tmp_path)])
+    assert res.exit_code != 0 and "--key" in res.output
+
+
+def test_demo_stage_writes_a_face_and_a_caption(tmp_path):
+    import io
+
+    from facecorpus.trainer import demo_generate
+    from rich.console import Console
+
+    write_run(tmp_path, tiny())
+    result = demo_generate.run(tmp_path, Console(file=io.StringIO()), seed=0)
+    faces, captions = list((tmp_path / "samples").glob("*.png")), list((tmp_path / "samples").glob("*.txt"))
+    assert len(faces) == 1 and Image.open(faces[0]).size == (256, 256)
+    assert len(captions) == 1 and captions[0].read_text().endswith("\n") and result["face"] == str(faces[0])

@@ -1,0 +1,279 @@
+"""The paper's evaluation protocols (Talk2Face section 4, Tables 2-4) on held-out shards.
+
+  age         CACD `cacd age:`, greedy answer read as an integer: mean absolute error
+  expression  AffectNet `affectnet expression:`: accuracy
+  race        FairFace `fairface race:`: accuracy
+  celeba      every CelebA attribute (`celeba <name>:` for each of the 40 labels): mean accuracy
+  caption     CelebAText-HQ: one greedy caption per image against all its reference captions:
+              BLEU-4, ROUGE-L, METEOR, CIDEr (trainer/metrics.py)
+  text2face   1,000 faces generated from captions (top-k sampling) against the images of the same
+              split: FID and IS on the Inception network given by path
+
+Attribute answers are greedy decodings, as in the paper; `rank=True` instead scores every value
+seen in the split's labels by likelihood (closed label sets). An answer that is not a number counts
+as wrong for age: it scores the worst error possible inside the range of the split's ages (and is
+counted in `non_numeric`). The paper also filtered its samples with CLIP; we do not.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facecorpus import textproto, vocab
+
+from . import generate as gen
+from . import metrics
+
+# The paper's numbers (Tables 2-4): shown beside ours.
+PAPER = {"fid": 104.9, "is": 2.2, "bleu4": 33.4, "rouge_l": 53.5, "meteor": 28.4, "cider": 40.0,
+         "age_mae": 8.3, "expression_acc": 44.7, "race_acc": 66.2, "celeba_acc": 90.3}
+
+
+@dataclass(frozen=True)
+class AttributeTask:
+    dataset: str
+    attribute: str | None     # None: every label of the record (CelebA's 40)
+    metric: str               # "mae" or "accuracy"
+
+
+ATTRIBUTE_TASKS = {
+    "age": AttributeTask("cacd", "age", "mae"),
+    "expression": AttributeTask("affectnet", "expression", "accuracy"),
+    "race": AttributeTask("fairface", "race", "accuracy"),
+    "celeba": AttributeTask("celeba", None, "accuracy"),
+}
+TASKS = (*ATTRIBUTE_TASKS, "caption", "text2face")
+
+
+class EvaluationError(ValueError):
+    """Shards that cannot be evaluated (missing split, dataset or member); the message names the file."""
+
+
+@dataclass
+class Sample:
+    key: str
+    dataset: str
+    image_id: str
+    codes: np.ndarray     # (16, 16) uint16
+    text: str
+    labels: dict
+
+
+# ---------------------------------------------------------------- reading shards
+
+def _read_tar(path: Path, expected: int) -> list[Sample]:
+    members: dict[str, dict[str, bytes]] = defaultdict(dict)
+    with tarfile.open(path) as tar:
+        for m in tar:
+            if m.isfile():
+                key, _, ext = m.name.partition(".")
+                members[key][ext] = tar.extractfile(m).read()
+    out = []
+    for key, parts in members.items():
+        if not {"npy", "txt", "json"} <= set(parts):
+            raise EvaluationError(f"{path}: sample {key!r} lacks one of npy/txt/json (has {sorted(parts)})")
+        meta = json.loads(parts["json"])
+        out.append(Sample(meta["key"], meta["dataset"], meta["image_id"], np.load(io.BytesIO(parts["npy"])),
+                          parts["txt"].decode("utf-8"), meta.get("labels") or {}))
+    if len(out) != expected:
+        raise EvaluationError(f"{path}: {len(out)} samples, index.json says {expected}")
+    return out
+
+
+def read_samples(shards: Path, split: str, kind: str, dataset: str) -> list[Sample]:
+    """Every sample of one dataset in the shards of (split, kind), sorted by key (a fixed order)."""
+    from facecorpus.shards import index as index_mod
+
+    index = index_mod.read(shards)
+    chosen = [s for s in index["shards"] if s["split"] == split and s["kind"] == kind]
+    out = [smp for s in chosen for smp in _read_tar(Path(shards) / s["path"], int(s["count"])) if smp.dataset == dataset]
+    if not out:
+        raise EvaluationError(f"{shards}: no {dataset} {kind} samples in split {split!r} "
+                              f"({len(chosen)} {split}/{kind} shards)")
+    return sorted(out, key=lambda s: s.key)
+
+
+def _codes(samples: list[Sample]) -> torch.Tensor:
+    return torch.from_numpy(np.stack([s.codes.astype(np.int64) for s in samples])).reshape(len(samples), -1)
+
+
+def _by_image(samples: list[Sample]) -> list[Sample]:
+    """One sample per image (the first by key): an image is asked once per attribute."""
+    seen: dict[str, Sample] = {}
+    for s in samples:
+        seen.setdefault(s.image_id, s)
+    return list(seen.values())
+
+
+# ---------------------------------------------------------------- attribute tasks
+
+def _answers(model, codes, key: str, candidates: list[str] | None, batch_size: int, progress) -> list[str]:
+    if candidates:
+        return gen.rank_values(model, codes, key, candidates, batch_size, progress)[0]
+    return gen.generate_attribute(model, codes, key, gen.GREEDY, None, batch_size, progress)
+
+
+def _score_one(model, samples, dataset, attribute, metric, rank, batch_size, progress) -> dict:
+    truth = [s.labels[attribute] for s in samples]
+    candidates = sorted({textproto.format_value(v) for v in truth}) if rank else None
+    answers = _answers(model, _codes(samples), f"{dataset} {attribute}:", candidates, batch_size, progress)
+    parsed = [textproto.parse_value(a) for a in answers]
+    examples = [{"image_id": s.image_id, "label": t, "answer": a} for s, t, a in list(zip(samples, truth, answers))[:5]]
+    if metric == "accuracy":
+        correct = sum(type(p) is type(t) and p == t for p, t in zip(parsed, truth))  # "1" is not true
+        return {"accuracy": 100 * correct / len(truth), "n": len(truth), "examples": examples}
+    lo, hi = min(truth), max(truth)
+    errors, non_numeric = [], 0
+    for p, t in zip(parsed, truth):
+        if isinstance(p, int) and not isinstance(p, bool):
+            errors.append(abs(p - t))
+        else:
+            non_numeric += 1
+            errors.append(max(t - lo, hi - t))  # wrong: the worst answer inside the label range
+    return {"mae": float(np.mean(errors)), "n": len(truth), "non_numeric": non_numeric, "examples": examples}
+
+
+def evaluate_attributes(model, shards: Path, task: str, split: str = "test", limit: int | None = None,
+                        rank: bool = False, batch_size: int = 16, progress=None) -> dict:
+    spec = ATTRIBUTE_TASKS[task]
+    samples = _by_image(read_samples(shards, split, "attributes", spec.dataset))[:limit]
+    if spec.attribute is not None:
+        samples = [s for s in samples if spec.attribute in s.labels]
+        if not samples:
+            raise EvaluationError(f"{shards}: no {spec.dataset} {split} record has the label {spec.attribute!r}")
+        return {"task": task, "dataset": spec.dataset, "split": split, "decoding": "rank" if rank else "greedy",
+                **_score_one(model, samples, spec.dataset, spec.attribute, spec.metric, rank, batch_size, progress)}
+    names = sorted({n for s in samples for n in s.labels})
+    per = {}
+    for name in names:
+        having = [s for s in samples if name in s.labels]
+        per[name] = _score_one(model, having, spec.dataset, name, "accuracy", rank, batch_size, progress)
+    return {"task": task, "dataset": spec.dataset, "split": split, "decoding": "rank" if rank else "greedy",
+            "accuracy": float(np.mean([r["accuracy"] for r in per.values()])), "n": len(samples),
+            "attributes": len(per), "per_attribute": {k: round(v["accuracy"], 2) for k, v in per.items()}}
+
+
+def attribute_work(shards: Path, task: str, split: str, limit: int | None) -> int:
+    """Sequences an attribute task decodes (for the progress bar)."""
+    spec = ATTRIBUTE_TASKS[task]
+    samples = _by_image(read_samples(shards, split, "attributes", spec.dataset))[:limit]
+    if spec.attribute is not None:
+        return sum(spec.attribute in s.labels for s in samples)
+    return sum(len(s.labels) for s in samples)
+
+
+# ---------------------------------------------------------------- captioning
+
+def caption_inputs(shards: Path, split: str, dataset: str, limit: int | None) -> tuple[list[Sample], dict]:
+    samples = read_samples(shards, split, "caption", dataset)
+    refs: dict[str, list[str]] = defaultdict(list)
+    for s in samples:
+        refs[s.image_id].append(s.text)
+    return _by_image(samples)[:limit], refs
+
+
+def evaluate_captions(model, shards: Path, split: str = "test", dataset: str = "celebatexthq",
+                      limit: int | None = None, meteor: bool = True, batch_size: int = 16, progress=None) -> dict:
+    images, refs = caption_inputs(shards, split, dataset, limit)
+    hyps = gen.generate_captions(model, _codes(images), gen.GREEDY, None, batch_size, progress)
+    hyp_by_id = {s.image_id: h for s, h in zip(images, hyps)}
+    scores = metrics.caption_scores({k: refs[k] for k in hyp_by_id}, hyp_by_id, meteor=meteor)
+    examples = [{"image_id": s.image_id, "generated": h, "reference": refs[s.image_id][0]} for s, h in zip(images[:5], hyps)]
+    return {"task": "caption", "dataset": dataset, "split": split, "decoding": "greedy", "n": len(images),
+            "references_per_image": round(sum(len(refs[s.image_id]) for s in images) / len(images), 2),
+            **scores, "examples": examples}
+
+
+# ---------------------------------------------------------------- text -> face
+
+def _uint8(images01: torch.Tensor) -> torch.Tensor:
+    return (images01.clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+
+
+def real_image_batches(real_images: Path | None, samples: list[Sample], vqgan, batch_size: int) -> tuple[list, str]:
+    """The reference images: files under `real_images` (through facecorpus.preprocess), else the
+    split's images decoded from their codes (VQGAN reconstructions: what the model can reach)."""
+    if real_images is not None:
+        from facecorpus.preprocess import load_image, preprocess_uint8
+
+        files = sorted(p for p in Path(real_images).rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+        if len(files) < 2:
+            raise EvaluationError(f"{real_images}: needs at least 2 .png/.jpg images, found {len(files)}")
+        arrays = [torch.from_numpy(preprocess_uint8(load_image(f))).movedim(-1, 0) for f in files]
+        return [torch.stack(arrays[i:i + batch_size]) for i in range(0, len(arrays), batch_size)], f"{len(files)} files in {real_images}"
+    uniq = _by_image(samples)
+    codes = _codes(uniq)
+    batches = [_uint8(vqgan.decode(codes[i:i + batch_size])) for i in range(0, len(codes), batch_size)]
+    return batches, f"{len(uniq)} split images decoded from their VQGAN codes"
+
+
+def evaluate_text2face(model, shards: Path, vqgan, inception: Path, split: str = "val", dataset: str = "mmcelebahq",
+                       n_faces: int = 1000, real_images: Path | None = None, sampling: gen.Sampling | None = None,
+                       seed: int = 0, batch_size: int = 16, progress=None) -> dict:
+    net = metrics.load_inception(inception)  # fail before generating for minutes
+    samples = read_samples(shards, split, "caption", dataset)
+    # One caption per image first (more faces than images: their other captions next).
+    first = _by_image(samples)
+    taken = {s.key for s in first}
+    rest = [s for s in samples if s.key not in taken]
+    texts = [s.text for s in first + rest][:n_faces]
+    sampling = sampling or gen.Sampling()
+    g = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    codes = gen.generate_images(model, texts, sampling, g, batch_size, progress=progress)
+    fake = [_uint8(vqgan.decode(codes[i:i + batch_size])) for i in range(0, len(codes), batch_size)]
+    real, real_note = real_image_batches(real_images, samples, vqgan, batch_size)
+    torch.manual_seed(seed)  # IS shuffles its splits with the global generator
+    scores = metrics.fid_is(net, real, fake)
+    return {"task": "text2face", "dataset": dataset, "split": split, "n": len(texts), "real": real_note,
+            "sampling": vars(sampling), **scores}
+
+
+# ---------------------------------------------------------------- report
+
+def _fmt(v, digits=1) -> str:
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def markdown(results: dict, label: str) -> str:
+    """Tables laid out like the paper's Tables 2-4, its numbers in the first row."""
+    r = {k: v for k, v in results.items() if isinstance(v, dict)}
+    t2f, cap = r.get("text2face", {}), r.get("caption", {})
+    ours = {"fid": t2f.get("fid"), "is": t2f.get("is"), "bleu4": cap.get("bleu4"), "rouge_l": cap.get("rouge_l"),
+            "meteor": cap.get("meteor"), "cider": cap.get("cider"), "age_mae": r.get("age", {}).get("mae"),
+            "expression_acc": r.get("expression", {}).get("accuracy"), "race_acc": r.get("race", {}).get("accuracy"),
+            "celeba_acc": r.get("celeba", {}).get("accuracy")}
+    rows = [("Talk2Face (paper)", PAPER), (label, ours)]
+
+    def table(title, head, keys, digits=1):
+        lines = [f"**{title}**", "", "| Method | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+        lines += [f"| {name} | " + " | ".join(_fmt(vals[k], digits) for k in keys) + " |" for name, vals in rows]
+        return "\n".join(lines)
+
+    parts = [
+        table("Table 2: text-guided face synthesis", ["FID ↓", "IS ↑"], ["fid", "is"]),
+        table(f"Table 3: face captioning ({cap.get('dataset', 'celebatexthq')} {cap.get('split', 'test')}; paper: "
+              "CelebAText-HQ test)", ["B-4", "R-L", "METEOR", "CIDEr"],
+              ["bleu4", "rouge_l", "meteor", "cider"]),
+        table("Table 4: facial analysis", ["AE MAE ↓", "ER Acc. ↑", "RC Acc. ↑", "MAC Acc. ↑"],
+              ["age_mae", "expression_acc", "race_acc", "celeba_acc"]),
+    ]
+    notes = [f"- {k}: n={v.get('n')}, split {v.get('split')}, {v.get('dataset')}" for k, v in r.items()]
+    if cap.get("meteor_note"):
+        notes.append(f"- METEOR: {cap['meteor_note']}")
+    if t2f.get("real"):
+        notes.append(f"- FID reference images: {t2f['real']}")
+    notes.append("- The paper filtered sampled outputs with CLIP; these numbers are unfiltered.")
+    return "\n\n".join(parts) + "\n\nNotes:\n" + "\n".join(notes) + "\n"
+
+
+def vocab_check(model) -> None:
+    if model.cfg.vocab_size != vocab.VOCAB_SIZE:
+        raise EvaluationError(f"model vocabulary has {model.cfg.vocab_size} ids, facecorpus uses {vocab.VOCAB_SIZE}")

@@ -1,0 +1,125 @@
+"""Click command `evaluate`: the paper's protocols on held-out shards -> eval.json + eval.md."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from . import evaluate as ev
+from .generate_cli import pick_vqgan, progress_bar, resolve_device
+
+
+@click.command()
+@click.argument("ckpt", type=click.Path(exists=True, path_type=Path))
+@click.option("--shards", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="Shard folder (index.json) holding the held-out splits.")
+@click.option("--task", "tasks", multiple=True, type=click.Choice([*ev.TASKS, "all"]), default=("all",), show_default=True,
+              help="age (CACD MAE), expression (AffectNet acc.), race (FairFace acc.), celeba (40 attributes, mean "
+                   "acc.), caption (CelebAText-HQ BLEU-4/ROUGE-L/METEOR/CIDEr), text2face (FID/IS). Repeatable.")
+@click.option("--split", default="test", show_default=True, help="Held-out split of the analysis and caption tasks.")
+@click.option("--limit", type=int, help="At most this many images per task (quick checks; the paper uses all).")
+@click.option("--rank", is_flag=True, help="Closed label sets: rank the split's values by likelihood instead of greedy decoding.")
+@click.option("--caption-dataset", default="celebatexthq", show_default=True)
+@click.option("--no-meteor", is_flag=True, help="Skip METEOR (it runs the METEOR 1.5 jar and needs `java`).")
+@click.option("--t2f-dataset", default="mmcelebahq", show_default=True, help="Captions and images for text2face.")
+@click.option("--t2f-split", default="val", show_default=True, help="The paper compares against the validation images.")
+@click.option("--n-faces", type=int, default=1000, show_default=True, help="Faces generated for FID/IS (paper: 1,000).")
+@click.option("--inception", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="TorchScript FID Inception (inception-2015-12-05.pt); needed by text2face. Nothing is downloaded.")
+@click.option("--real-images", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="FID reference images (default: the split's images decoded from their VQGAN codes).")
+@click.option("--top-k", type=int, default=70, show_default=True, help="text2face sampling.")
+@click.option("--temperature", type=float, default=1.0, show_default=True, help="text2face sampling.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--vqgan", help="VQGAN preset or config for text2face (default: the bundled one recorded in the run).")
+@click.option("--vqgan-ckpt", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, or auto.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("eval"), show_default=True)
+def evaluate(ckpt, shards, tasks, split, limit, rank, caption_dataset, no_meteor, t2f_dataset, t2f_split, n_faces,
+             inception, real_images, top_k, temperature, seed, vqgan, vqgan_ckpt, batch_size, device, out):
+    """Evaluate CKPT (a run, a step folder or the released talk2face.bin) with the paper's protocols.
+
+    Writes OUT/eval.json (every score, sample counts, a few example answers) and OUT/eval.md (tables
+    laid out like the paper's Tables 2-4, with its numbers in the first row)."""
+    from .generate import GenerationError
+    from .metrics import MetricsError
+    from .released import open_model
+
+    console = Console(stderr=True)
+    tasks = list(ev.TASKS) if "all" in tasks else list(dict.fromkeys(tasks))
+    if "text2face" in tasks and inception is None:
+        raise click.UsageError("text2face needs --inception PATH (TorchScript inception-2015-12-05.pt); "
+                               "or leave it out with --task")
+    device = resolve_device(device)
+    same_vqgan(ckpt, shards)
+    model = open_model(ckpt, device)
+    ev.vocab_check(model)
+    results: dict = {"checkpoint": str(ckpt), "shards": str(shards)}
+    try:
+        with progress_bar(console) as progress:
+            for task in tasks:
+                results[task] = _one(task, model, locals(), progress)
+    except (ev.EvaluationError, MetricsError, GenerationError, FileNotFoundError) as err:
+        raise click.ClickException(str(err)) from err
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval.json").write_text(json.dumps(results, indent=2, ensure_ascii=False, default=str))
+    (out / "eval.md").write_text(ev.markdown(results, f"ours ({Path(ckpt).name})"))
+    summary(console, results)
+    console.print(f"-> {out / 'eval.json'}, {out / 'eval.md'}")
+
+
+def same_vqgan(ckpt: Path, shards: Path) -> None:
+    """Codes of another VQGAN mean nothing to a model: refuse shards made with a different one."""
+    from facecorpus.shards import index as index_mod
+
+    from .released import recorded_vqgan
+
+    trained = recorded_vqgan(ckpt).get("checkpoint_sha256")
+    used = index_mod.read(shards)["vqgan"].get("checkpoint_sha256")
+    if trained and used and trained != used:
+        raise click.ClickException(f"{ckpt} was trained on codes of VQGAN {trained[:12]}..., but {shards} holds codes "
+                                   f"of VQGAN {used[:12]}...: re-shard with the training VQGAN")
+
+
+def _one(task: str, model, a: dict, progress) -> dict:
+    from .generate import Sampling
+
+    if task in ev.ATTRIBUTE_TASKS:
+        bar = progress.add_task(task, total=ev.attribute_work(a["shards"], task, a["split"], a["limit"]))
+        return ev.evaluate_attributes(model, a["shards"], task, a["split"], a["limit"], a["rank"], a["batch_size"],
+                                      lambda n: progress.advance(bar, n))
+    if task == "caption":
+        bar = progress.add_task(task, total=None)
+        return ev.evaluate_captions(model, a["shards"], a["split"], a["caption_dataset"], a["limit"], not a["no_meteor"],
+                                    a["batch_size"], lambda n: progress.advance(bar, n))
+    vq = pick_vqgan(a["ckpt"], a["vqgan"], a["vqgan_ckpt"], a["device"])
+    bar = progress.add_task(task, total=a["n_faces"])
+    return ev.evaluate_text2face(model, a["shards"], vq, a["inception"], a["t2f_split"], a["t2f_dataset"], a["n_faces"],
+                                 a["real_images"], Sampling(a["temperature"], a["top_k"]), a["seed"], a["batch_size"],
+                                 lambda n: progress.advance(bar, n))
+
+
+def summary(console: Console, results: dict) -> None:
+    t = Table(title="evaluate")
+    for col in ("task", "n", "score", "paper"):
+        t.add_column(col, justify="right" if col != "task" else "left")
+    keys = {"age": ("mae", "age_mae"), "expression": ("accuracy", "expression_acc"), "race": ("accuracy", "race_acc"),
+            "celeba": ("accuracy", "celeba_acc")}
+    for task, r in results.items():
+        if not isinstance(r, dict):
+            continue
+        if task in keys:
+            k, p = keys[task]
+            t.add_row(task, str(r["n"]), f"{k} {r[k]:.2f}", f"{ev.PAPER[p]}")
+        elif task == "caption":
+            for k in ("bleu4", "rouge_l", "meteor", "cider"):
+                t.add_row(f"caption {k}", str(r["n"]), "–" if r[k] is None else f"{r[k]:.2f}", f"{ev.PAPER[k]}")
+        else:
+            t.add_row("text2face fid", str(r["n"]), f"{r['fid']:.2f}", f"{ev.PAPER['fid']}")
+            t.add_row("text2face is", str(r["n"]), f"{r['is']:.2f}", f"{ev.PAPER['is']}")
+    console.print(t)

@@ -1,0 +1,279 @@
+"""Sampling from a Talk2Face model: the three prompts, a key/value cache and modality masks.
+
+The anchor's script re-ran the whole sequence for every new token and could sample a text id at an
+image position, which then broke the VQGAN decoder. Here every step runs on the cache (one new token
+through the network), and a mask restricts what each position may produce: image positions only
+the 1,024 image codes, text positions only real WordPiece ids and `[SEP]` (never `[PAD]`, `[CLS]`,
+`[MASK]`, `[UNK]` or the `[unused*]` slots). The mask is applied before temperature/top-k/top-p, so
+a filter can never leave a row with nothing to pick.
+
+Sequences (docs/design.md, "Sequences"; ../shared/talk2face-reference.md):
+  to image:      [CLS] to image [SEP] <text> [SEP]                    | 256 image ids
+  to caption:    [CLS] to capt ##ion [SEP] <256 image ids> [SEP]      | text ... [SEP]
+  to attributes: [CLS] to attributes [SEP] <256 image ids> [SEP]      | <key:> value ...
+The part before `|` has segment 1, the rest segment 2.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from facecorpus import vocab
+
+PROMPTS = {"to-image": "to image", "to-caption": "to caption", "to-attributes": "to attributes"}
+IMAGE_TOKENS = 256
+MAX_TEXT = 71        # text ids in a prefix: [CLS] prompt(<=3) [SEP] text [SEP] + 256 + [SEP] fits 334
+MAX_CAPTION = 72     # new text ids for a caption, closing [SEP] included (total 262 + 72 = 334)
+MAX_VALUE = 16       # new text ids for one attribute value
+SEMICOLON = 1025     # WordPiece id of ";": ends one key-value pair inside an attributes target
+FIRST_WORDPIECE = 999  # ids 104..998 are [unused99..993]; 1..99 [unused0..98]
+
+
+class GenerationError(ValueError):
+    """Bad generation input (prompt, text, codes, sampling settings); the message says which."""
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Temperature, then top-k, then top-p (nucleus); `greedy` takes the arg-max instead."""
+    temperature: float = 1.0
+    top_k: int = 70          # the anchor's default; 0 = off
+    top_p: float = 1.0       # 1.0 = off
+    greedy: bool = False
+
+    def __post_init__(self):
+        if not self.greedy and not self.temperature > 0:
+            raise GenerationError(f"temperature must be > 0 (got {self.temperature}); use greedy for 0")
+        if self.top_k < 0:
+            raise GenerationError(f"top_k must be >= 0 (got {self.top_k})")
+        if not 0 < self.top_p <= 1:
+            raise GenerationError(f"top_p must be in (0, 1] (got {self.top_p})")
+
+
+GREEDY = Sampling(greedy=True)
+
+
+# ---------------------------------------------------------------- modality masks
+
+def allowed_ids(modality: str, vocab_size: int = vocab.VOCAB_SIZE) -> torch.Tensor:
+    """Bool [vocab_size]: the ids a position of this modality may produce."""
+    allowed = torch.zeros(vocab_size, dtype=torch.bool)
+    if modality == "image":
+        allowed[vocab.IMAGE_OFFSET:vocab.IMAGE_OFFSET + vocab.IMAGE_CODES] = True
+    elif modality == "text":
+        allowed[FIRST_WORDPIECE:vocab.TEXT_VOCAB_SIZE] = True
+        allowed[vocab.SEP] = True
+    else:
+        raise GenerationError(f"modality must be 'image' or 'text', got {modality!r}")
+    return allowed
+
+
+def filter_logits(logits: torch.Tensor, allowed: torch.Tensor, s: Sampling) -> torch.Tensor:
+    """[B,V] logits -> fp32 logits with -inf wherever a token may not be drawn."""
+    x = logits.float().masked_fill(~allowed.to(logits.device), -math.inf)
+    if s.greedy:
+        return x
+    x = x / s.temperature
+    # k above the allowed count is harmless: the k-th value is then -inf and filters nothing
+    # (and counting the allowed ids would cost a device sync every step).
+    k = min(s.top_k, x.shape[-1])
+    if k:
+        kth = torch.topk(x, k, dim=-1).values[..., -1:]
+        x = x.masked_fill(x < kth, -math.inf)
+    if s.top_p < 1:
+        sorted_x, order = torch.sort(x, dim=-1, descending=True)
+        cum = sorted_x.softmax(-1).cumsum(-1)
+        # Drop a token when the ones before it already reach top_p; the first always stays.
+        drop = (cum - sorted_x.softmax(-1)) >= s.top_p
+        x = x.scatter(-1, order, sorted_x.masked_fill(drop, -math.inf))
+    return x
+
+
+def pick(logits: torch.Tensor, allowed: torch.Tensor, s: Sampling, generator: torch.Generator | None) -> torch.Tensor:
+    """[B,V] logits -> [B] ids, never outside `allowed`."""
+    x = filter_logits(logits, allowed, s)
+    if s.greedy:
+        return x.argmax(-1)
+    # Exponential race, the same distribution as torch.multinomial(probs, 1) (argmax of p_i / E_i with
+    # E_i ~ Exp(1)), but one vectorized pass: multinomial is the slowest op of a CPU decoding step.
+    probs = x.softmax(-1)
+    race = torch.empty_like(probs).exponential_(1.0, generator=generator).clamp_min_(torch.finfo(probs.dtype).tiny)
+    return (probs / race).argmax(-1)
+
+
+# ---------------------------------------------------------------- sequences
+
+def prefix_ids(prompt: str, text: str | None = None, codes=None) -> list[int]:
+    """The segment-1 prefix of a prompt: `[CLS] prompt [SEP] <text or 256 image ids> [SEP]`."""
+    if prompt not in PROMPTS:
+        raise GenerationError(f"prompt must be one of {', '.join(PROMPTS)}, got {prompt!r}")
+    head = [vocab.CLS, *vocab.encode_text(PROMPTS[prompt]), vocab.SEP]
+    if prompt == "to-image":
+        if not text or not text.strip():
+            raise GenerationError("to-image needs a text (caption and/or attributes)")
+        # Cut the text, not the closing [SEP] (the anchor cut at 64 ids, closing [SEP] included).
+        return head + vocab.encode_text(text)[:MAX_TEXT] + [vocab.SEP]
+    codes = torch.as_tensor(codes).reshape(-1)
+    if codes.numel() != IMAGE_TOKENS or int(codes.min()) < 0 or int(codes.max()) >= vocab.IMAGE_CODES:
+        raise GenerationError(f"{prompt} needs {IMAGE_TOKENS} image codes in [0, {vocab.IMAGE_CODES}), "
+                              f"got {codes.numel()} in {int(codes.min())}..{int(codes.max())}")
+    return head + vocab.image_ids(codes.tolist()) + [vocab.SEP]
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _last_logits(model, ids, seg, cache, rows: slice):
+    """Logits of the next token over the vocabulary rows `rows` only: the head runs at the last
+    position (not over the whole prefix) and, for images, on the 1,024 image rows (not 31,546)."""
+    h = model.hidden(ids, seg, cache)[:, -1]
+    head = model.lm_head
+    bias = head.bias[rows] if head.bias is not None else None
+    return torch.nn.functional.linear(h, head.weight[rows], bias)
+
+
+@torch.no_grad()
+def decode(model, ids: torch.Tensor, seg: torch.Tensor, steps: int, modality: str, s: Sampling,
+           generator: torch.Generator | None = None, stop: tuple[int, ...] = (), use_cache: bool = True) -> torch.Tensor:
+    """Continue `ids` [B,P] (segments `seg`) by `steps` tokens of one modality -> [B, <=steps] new ids.
+
+    The new tokens get segment 2. Rows stop after any id in `stop` (later positions hold that id);
+    the loop ends early once every row has stopped. `use_cache=False` re-runs the whole sequence
+    every step, as the anchor did (benchmark baseline and a check on the cache)."""
+    device = _device(model)
+    ids, seg = ids.to(device), seg.to(device)
+    b, p = ids.shape
+    # Image positions: only the image rows of the head are computed, so no other id can come out;
+    # text positions: the full head, masked.
+    rows = slice(vocab.IMAGE_OFFSET, vocab.VOCAB_SIZE) if modality == "image" else slice(0, model.cfg.vocab_size)
+    allowed = allowed_ids(modality, model.cfg.vocab_size)[rows].to(device)
+    stop_t = torch.tensor(stop, dtype=torch.long, device=device)
+    two = torch.full((b, 1), 2, dtype=torch.long, device=device)
+    out, done = [], torch.zeros(b, dtype=torch.bool, device=device)
+    cache = model.new_cache(b, p + steps) if use_cache else None
+    logits = _last_logits(model, ids, seg, cache, rows)
+    for t in range(steps):
+        nxt = pick(logits, allowed, s, generator) + rows.start
+        if out:  # a stopped row repeats its stop id
+            nxt = torch.where(done, out[-1], nxt)
+        out.append(nxt)
+        done |= torch.isin(nxt, stop_t)
+        if t + 1 == steps or (stop and bool(done.all())):  # the check syncs a GPU: only with stop ids
+            break
+        if use_cache:
+            logits = _last_logits(model, nxt[:, None], two, cache, rows)
+        else:
+            ids, seg = torch.cat([ids, nxt[:, None]], 1), torch.cat([seg, two], 1)
+            logits = _last_logits(model, ids, seg, None, rows)
+    return torch.stack(out, 1)
+
+
+def _batches(n: int, size: int):
+    for start in range(0, n, size):
+        yield slice(start, min(n, start + size))
+
+
+def _ones(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    ids = torch.tensor(rows, dtype=torch.long)
+    return ids, torch.ones_like(ids)
+
+
+# ---------------------------------------------------------------- the three prompts
+
+def generate_images(model, texts: list[str], s: Sampling, generator=None, batch_size: int = 16,
+                    use_cache: bool = True, progress=None) -> torch.Tensor:
+    """Texts -> [N,256] image codes in [0,1024). Texts are grouped by prefix length (no padding
+    inside a prefix, so positions match training)."""
+    prefixes = [prefix_ids("to-image", text=t) for t in texts]
+    codes = torch.empty(len(texts), IMAGE_TOKENS, dtype=torch.long)
+    by_len: dict[int, list[int]] = {}
+    for i, pre in enumerate(prefixes):
+        by_len.setdefault(len(pre), []).append(i)
+    for rows in by_len.values():
+        for part in _batches(len(rows), batch_size):
+            idx = rows[part]
+            ids, seg = _ones([prefixes[i] for i in idx])
+            new = decode(model, ids, seg, IMAGE_TOKENS, "image", s, generator, use_cache=use_cache)
+            codes[idx] = new.cpu() - vocab.IMAGE_OFFSET
+            if progress is not None:
+                progress(len(idx))
+    return codes
+
+
+def _cut(row: list[int], stops: tuple[int, ...]) -> list[int]:
+    for j, t in enumerate(row):
+        if t in stops:
+            return row[:j]
+    return row
+
+
+def generate_captions(model, codes: torch.Tensor, s: Sampling, generator=None, batch_size: int = 16,
+                      progress=None) -> list[str]:
+    """[N,256] codes -> N detokenized captions."""
+    out: list[str] = []
+    for part in _batches(len(codes), batch_size):
+        ids, seg = _ones([prefix_ids("to-caption", codes=c) for c in codes[part]])
+        new = decode(model, ids, seg, MAX_CAPTION, "text", s, generator, stop=(vocab.SEP,))
+        out += [vocab.decode_text(_cut(r, (vocab.SEP,))) for r in new.tolist()]
+        if progress is not None:
+            progress(len(new))
+    return out
+
+
+def _attribute_input(codes: torch.Tensor, key: str) -> tuple[torch.Tensor, torch.Tensor]:
+    key_ids = vocab.encode_text(key.strip())
+    if not key.strip().endswith(":") or len(key_ids) < 2:
+        raise GenerationError(f"attribute key {key!r} must look like '<dataset> <attribute>:' (e.g. 'fairface race:')")
+    rows = [prefix_ids("to-attributes", codes=c) for c in codes]
+    ids = torch.tensor([r + key_ids for r in rows], dtype=torch.long)
+    seg = torch.ones_like(ids)
+    seg[:, len(rows[0]):] = 2   # the key opens the target segment
+    return ids, seg
+
+
+def generate_attribute(model, codes: torch.Tensor, key: str, s: Sampling = GREEDY, generator=None,
+                       batch_size: int = 16, progress=None) -> list[str]:
+    """[N,256] codes + key (`fairface race:`) -> N value strings, read up to `;` or `[SEP]`."""
+    out: list[str] = []
+    stops = (vocab.SEP, SEMICOLON)
+    for part in _batches(len(codes), batch_size):
+        ids, seg = _attribute_input(codes[part], key)
+        new = decode(model, ids, seg, MAX_VALUE, "text", s, generator, stop=stops)
+        out += [vocab.decode_text(_cut(r, stops)).strip() for r in new.tolist()]
+        if progress is not None:
+            progress(len(new))
+    return out
+
+
+@torch.no_grad()
+def rank_values(model, codes: torch.Tensor, key: str, candidates: list[str], batch_size: int = 16,
+                progress=None) -> tuple[list[str], torch.Tensor]:
+    """Closed label sets: score every candidate value by log p(value ids, then `;` or `[SEP]`).
+
+    Returns the best candidate per image and the [N, C] log-likelihoods. The end token matters:
+    without it a value that is the start of another ('white' vs 'white man') would always tie or win."""
+    if not candidates:
+        raise GenerationError(f"rank_values: no candidate values for {key!r}")
+    cand = [vocab.encode_text(str(c)) for c in candidates]
+    device = _device(model)
+    scores = torch.empty(len(codes), len(cand))
+    for part in _batches(len(codes), batch_size):
+        ids, seg = _attribute_input(codes[part], key)
+        b, p = ids.shape
+        for c, value in enumerate(cand):
+            # One candidate for the whole batch at a time: same length, so no padding.
+            tail = torch.tensor(value, dtype=torch.long).expand(b, -1)
+            tseg = torch.full_like(tail, 2)
+            full, fseg = torch.cat([ids, tail], 1).to(device), torch.cat([seg, tseg], 1).to(device)
+            logp = model(full, fseg)[:, p - 1:p + len(value)].float().log_softmax(-1)
+            val = torch.tensor(value, device=device)
+            lp = logp[:, :-1].gather(-1, val.expand(b, -1)[..., None]).squeeze(-1).sum(-1)
+            end = torch.logsumexp(logp[:, -1, [vocab.SEP, SEMICOLON]], -1)
+            scores[part, c] = (lp + end).cpu()
+        if progress is not None:
+            progress(b)
+    return [candidates[i] for i in scores.argmax(1).tolist()], scores
