@@ -37,9 +37,10 @@ class BadRow(ValueError):
 class RawFormatError(ValueError):
     """A raw file that cannot be used at all."""
 
-    def __init__(self, where: Where | str, problem: str, download: str | None = None):
+    def __init__(self, where: Where | str, problem: str | None = None, download: str | None = None):
+        # One-argument form: the finished message (what unpickling passes back from a worker process).
         hint = f" (download page: {download})" if download else ""
-        super().__init__(f"{where}: {problem}{hint}")
+        super().__init__(str(where) if problem is None else f"{where}: {problem}{hint}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,7 +71,9 @@ def print_notes(console: Console, summary: dict, names: list[str]) -> None:
 @click.option("--celebahq-mapping", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="CelebA-HQ-to-CelebA-mapping.txt from CelebAMask-HQ (found under RAW_ROOT/celebahq/ with --all).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the hashed split for photos no dataset splits.")
-def convert(paths, convert_all, out, on_error, sets, celeba_partition, celebahq_mapping, seed):
+@click.option("--jobs", type=click.IntRange(1), default=None,
+              help="Datasets converted at once in worker processes (default: one per core).")
+def convert(paths, convert_all, out, on_error, sets, celeba_partition, celebahq_mapping, seed, jobs):
     """Convert raw dataset downloads into the manifest of face-text records.
 
     DATASET is one of: celeba, fs2k, affectnet, rafdb, expw, cacd, afad, imdbwiki, fairface,
@@ -94,7 +96,8 @@ def convert(paths, convert_all, out, on_error, sets, celeba_partition, celebahq_
     try:
         summary = pipeline.convert(
             sources, out, on_error=on_error, overrides=parse_sets(sets), raw_root=raw_dir if convert_all else None,
-            celeba_partition=celeba_partition, hq_mapping=celebahq_mapping, seed=seed, unusable=unusable, console=console)
+            celeba_partition=celeba_partition, hq_mapping=celebahq_mapping, seed=seed, unusable=unusable, console=console,
+            jobs=jobs)
     except (pipeline.ConvertError, ValueError, FileNotFoundError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         sys.exit(1)

@@ -7,7 +7,10 @@ the run with the file and line unless the user chose `--on-error skip`, which le
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,10 +37,17 @@ class DatasetRun:
     failures: list[Failure] = field(default_factory=list)
     rows_read: int = 0
     notes: list[str] = field(default_factory=list)
+    table: pa.Table | None = None  # the records as Arrow, once built (what a worker process sends back)
+
+    def as_table(self) -> pa.Table:
+        if self.table is None:
+            self.table, self.records = manifest.to_table(self.records), []
+        return self.table
 
     def summary(self) -> dict:
-        assert self.rows_read == len(self.records) + sum(self.filtered.values()) + len(self.failures)
-        return {"raw_dir": str(self.raw.resolve()), "rows_read": self.rows_read, "records": len(self.records),
+        n = self.as_table().num_rows
+        assert self.rows_read == n + sum(self.filtered.values()) + len(self.failures)
+        return {"raw_dir": str(self.raw.resolve()), "rows_read": self.rows_read, "records": n,
                 "filtered": dict(sorted(self.filtered.items())), "errors": len(self.failures), "notes": self.notes}
 
 
@@ -87,31 +97,62 @@ def support_files(raw_root: Path | None, celeba_partition: Path | None, hq_mappi
     return partition, mapping
 
 
+def convert_one(name: str, raw: Path, options: dict, mapping: dict | None, on_error: str) -> DatasetRun:
+    """One dataset, ending with its Arrow table (cheap to send back from a worker process)."""
+    run = run_dataset(name, raw, Context(name, raw, options, mapping), on_error)
+    run.as_table()
+    return run
+
+
 def convert(sources: dict[str, Path], out: Path, *, on_error: str = "raise", overrides: dict | None = None,
             raw_root: Path | None = None, celeba_partition: Path | None = None, hq_mapping: Path | None = None,
-            seed: int = 0, unusable: dict[str, str] | None = None, console: Console | None = None) -> dict:
-    """Convert each dataset in `sources` into the manifest at `out`; return the summary written there."""
+            seed: int = 0, unusable: dict[str, str] | None = None, console: Console | None = None,
+            jobs: int | None = None) -> dict:
+    """Convert each dataset in `sources` into the manifest at `out`; return the summary written there.
+
+    `jobs` > 1 converts datasets in that many worker processes (default: one per core); with one job
+    the rows of each dataset get their own progress bar.
+    """
     console = console or Console(stderr=True)
     partition, mapping = support_files(raw_root, celeba_partition, hq_mapping)
-    runs: dict[str, DatasetRun] = {}
+    options = {name: registry.options(name, (overrides or {}).get(name, {})) for name in sources}
     unusable = dict(unusable or {})
+    jobs = max(1, min(jobs or os.cpu_count() or 1, len(sources)))
     columns = (SpinnerColumn(), TextColumn("{task.description:<13}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("rows"), TimeElapsedColumn())
+               TextColumn("rows" if jobs == 1 else "datasets"), TimeElapsedColumn())
+    done: dict[str, DatasetRun | RawFormatError] = {}
     with Progress(*columns, console=console, transient=False) as progress:
-        for name, raw in sources.items():
-            ctx = Context(name, raw, registry.options(name, (overrides or {}).get(name, {})), mapping)
-            try:
-                runs[name] = run_dataset(name, raw, ctx, on_error, progress)
-            except RawFormatError as exc:
-                if len(sources) == 1 or not raw_root:
-                    raise
-                unusable[name] = str(exc)
+        if jobs == 1:
+            for name, raw in sources.items():
+                try:
+                    done[name] = run_dataset(name, raw, Context(name, raw, options[name], mapping), on_error, progress)
+                except RawFormatError as exc:
+                    done[name] = exc
+        else:
+            task = progress.add_task("convert", total=len(sources))
+            # fork: workers start at once and share the (read-only) mapping; no Ray or CUDA is live here.
+            with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+                futures = {pool.submit(convert_one, n, raw, options[n], mapping, on_error): n for n, raw in sources.items()}
+                for fut in as_completed(futures):
+                    try:
+                        done[futures[fut]] = fut.result()
+                    except RawFormatError as exc:
+                        done[futures[fut]] = exc
+                    progress.update(task, advance=1, description=futures[fut])
+    runs = {}
+    for name in sources:  # the sources' order, whatever order the workers finished in
+        if isinstance(done[name], RawFormatError):
+            if len(sources) == 1 or not raw_root:
+                raise done[name]
+            unusable[name] = str(done[name])
+        else:
+            runs[name] = done[name]
     return write(runs, out, partition, seed, unusable, on_error)
 
 
 def write(runs: dict[str, DatasetRun], out: Path, partition: dict | None, seed: int, unusable: dict, on_error: str) -> dict:
     """Harmonize splits over the new records and any partitions already in `out`, then write all."""
-    tables = {name: manifest.to_table(run.records) for name, run in runs.items()}
+    tables = {name: run.as_table() for name, run in runs.items()}
     old = {}
     if (out / manifest.SUMMARY).exists():
         old = manifest.read_summary(out)

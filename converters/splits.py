@@ -17,6 +17,8 @@ import hashlib
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from facecorpus.records import SPLITS
 
@@ -32,40 +34,79 @@ def hash_split(group: str, seed: int) -> str:
     return "val" if u < HOLDOUT["test"] + HOLDOUT["val"] else "train"
 
 
+def _factorize(column: pd.Series, extra: list[str] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """(integer code per value, -1 for null; the distinct values), through Arrow's hashing (fast on strings)."""
+    arr = pa.chunked_array([pa.array(column, type=pa.string(), from_pandas=True), pa.array(list(extra), type=pa.string())])
+    enc = pc.dictionary_encode(arr).combine_chunks()
+    return enc.indices.fill_null(-1).to_numpy().astype(np.int64), enc.dictionary.to_numpy(zero_copy_only=False)
+
+
+def _max_at(size: int, index: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Per-group maximum (-1 where a group has no value): out[g] = max(values[index == g])."""
+    out = np.full(size, -1, dtype=np.int8)
+    np.maximum.at(out, index, values)
+    return out
+
+
 def harmonize(df: pd.DataFrame, partition: dict[str, str] | None = None, seed: int = 0) -> tuple[np.ndarray, list[dict]]:
     """Harmonized split per row of `df` (columns dataset, photo_id, subject_id, source_split),
-    and the reassignment counts [{dataset, from, to, decided_by, count}]."""
-    rank = df["source_split"].map(RANK)
-    claims = pd.DataFrame({"photo_id": df["photo_id"], "rank": rank, "by": df["dataset"]}).dropna(subset=["rank"])
-    if partition:
-        ext = pd.DataFrame({"photo_id": list(partition), "rank": [RANK[s] for s in partition.values()],
-                            "by": "celeba-partition"})
-        claims = pd.concat([claims, ext[ext["photo_id"].isin(df["photo_id"])]], ignore_index=True)
-    # The winning claim per photo: highest rank; the first dataset to make it is credited.
-    win = claims.sort_values("rank", ascending=False, kind="stable").drop_duplicates("photo_id")
-    photo_rank = win.set_index("photo_id")["rank"]
-    photo_by = win.set_index("photo_id")["by"]
+    and the reassignment counts [{dataset, from, to, decided_by, count}].
 
-    out_rank = df["photo_id"].map(photo_rank)
-    by = df["photo_id"].map(photo_by).astype(object)  # object even when no photo has a claim
-    # The person behind each photo, from any record of it that names one.
-    named = df.loc[df["subject_id"].notna(), ["photo_id", "subject_id"]].drop_duplicates("photo_id")
-    subject = df["photo_id"].map(named.set_index("photo_id")["subject_id"])
-    subj_rank = pd.DataFrame({"s": subject, "r": out_rank}).dropna().groupby("s")["r"].max()
-    person = subject.map(subj_rank)
-    raise_ = person.notna() & (out_rank.isna() | (person > out_rank))
-    out_rank[raise_] = person[raise_]
-    by[raise_] = "same-person"
-    rest = out_rank.isna()
-    groups = subject.where(subject.notna(), df["photo_id"])[rest]
-    hashed = {g: RANK[hash_split(g, seed)] for g in groups.unique()}
-    out_rank[rest] = groups.map(hashed)
-    by[rest] = "hash"
+    Works on integer codes of photos and persons (pandas' string maps are too slow at 2.3M rows).
+    """
+    part_ids = list(partition or {})
+    codes, photos = _factorize(df["photo_id"], part_ids)  # partition photos get codes too
+    photo, part_codes = codes[: len(df)], codes[len(df):]
+    subj, subjects = _factorize(df["subject_id"])
+    dataset = df["dataset"].to_numpy(dtype=object)
+    split_codes, split_names = _factorize(df["source_split"])
+    rank = np.append(np.array([RANK[s] for s in split_names], dtype=np.int8), -1)[split_codes]
+    by = np.full(len(df), None, dtype=object)
 
-    split = np.array(SPLITS, dtype=object)[out_rank.astype(int).to_numpy()]
-    changed = pd.DataFrame({"dataset": df["dataset"], "from": df["source_split"], "to": split, "decided_by": by})
-    changed = changed[changed["from"].fillna("") != changed["to"]]
-    counts = changed.fillna({"from": "none"}).value_counts().reset_index(name="count")
-    moves = [{k: (None if v == "none" else v) for k, v in row.items()} | {"count": int(row["count"])}
-             for row in counts.to_dict("records")]
-    return split, sorted(moves, key=lambda m: (m["dataset"], str(m["from"]), m["to"], m["decided_by"]))
+    # 1. the most held-out claim per photo; the first dataset making it is credited
+    claimed = rank >= 0
+    photo_rank = _max_at(len(photos), photo[claimed], rank[claimed])
+    winners = np.flatnonzero(claimed & (rank == photo_rank[photo]))
+    first_photo, first_row = np.unique(photo[winners], return_index=True)
+    photo_by = np.full(len(photos), None, dtype=object)
+    photo_by[first_photo] = dataset[winners[first_row]]
+    if part_ids:
+        ext = np.array([RANK[v] for v in partition.values()], dtype=np.int8)
+        better = ext > photo_rank[part_codes]
+        photo_rank[part_codes[better]] = ext[better]
+        photo_by[part_codes[better]] = "celeba-partition"
+    out = photo_rank[photo].copy()
+    by[:] = photo_by[photo]
+
+    # 2. a person's photos all take the person's most held-out split (the person of a photo comes
+    #    from any record of it that names one, so HQ caption records inherit CelebA identities)
+    named = subj >= 0
+    photo_subj = np.full(len(photos), -1, dtype=np.int64)
+    photo_subj[photo[named]] = subj[named]
+    row_subj = photo_subj[photo]
+    has = (photo_rank >= 0) & (photo_subj >= 0)
+    person_rank = np.append(_max_at(len(subjects), photo_subj[has], photo_rank[has]), -1)
+    person = person_rank[row_subj]  # row_subj -1 (no person) reads the appended -1
+    lift = person > out
+    out[lift], by[lift] = person[lift], "same-person"
+
+    # 3. everything still unsplit: a seeded hash of the person, else of the photo
+    rest = np.flatnonzero(out < 0)
+    names = np.append(np.asarray(subjects, dtype=object), None)
+    groups = np.where(row_subj[rest] >= 0, names[row_subj[rest]], np.asarray(photos, dtype=object)[photo[rest]])
+    inverse, uniq = pd.factorize(groups)
+    hashed = np.array([RANK[hash_split(g, seed)] for g in uniq], dtype=np.int8)
+    out[rest], by[rest] = hashed[inverse], "hash"
+    return np.array(SPLITS, dtype=object)[out], count_moves(dataset, rank, out, by)
+
+
+def count_moves(dataset: np.ndarray, before: np.ndarray, after: np.ndarray, by: np.ndarray) -> list[dict]:
+    """[{dataset, from, to, decided_by, count}] for every row whose split changed (from None: had none)."""
+    changed = np.flatnonzero(before != after)
+    if not len(changed):
+        return []
+    keys = pd.DataFrame({"dataset": dataset[changed], "from": before[changed], "to": after[changed],
+                         "decided_by": by[changed]}).value_counts().reset_index(name="count")
+    moves = [{"dataset": r["dataset"], "from": SPLITS[r["from"]] if r["from"] >= 0 else None, "to": SPLITS[r["to"]],
+              "decided_by": r["decided_by"], "count": int(r["count"])} for r in keys.to_dict("records")]
+    return sorted(moves, key=lambda m: (m["dataset"], str(m["from"]), m["to"], m["decided_by"]))
