@@ -41,7 +41,7 @@ class DatasetRun:
 
     def as_table(self) -> pa.Table:
         if self.table is None:
-            self.table, self.records = manifest.to_table(self.records), []
+            self.table = manifest.to_table(self.records)
         return self.table
 
     def summary(self) -> dict:
@@ -101,6 +101,7 @@ def convert_one(name: str, raw: Path, options: dict, mapping: dict | None, on_er
     """One dataset, ending with its Arrow table (cheap to send back from a worker process)."""
     run = run_dataset(name, raw, Context(name, raw, options, mapping), on_error)
     run.as_table()
+    run.records = []  # the table carries them; pickling 2.3M Record objects back would cost more than the work
     return run
 
 
