@@ -97,6 +97,12 @@ def support_files(raw_root: Path | None, celeba_partition: Path | None, hq_mappi
     return partition, mapping
 
 
+def run_one(name: str, raw: Path, on_error: str = "raise", overrides: dict | None = None,
+            mapping: dict | None = None) -> DatasetRun:
+    """One dataset with its options (DEFAULTS + `overrides`), no progress bar: tests and benchmarks."""
+    return run_dataset(name, raw, Context(name, raw, registry.options(name, overrides or {}), mapping), on_error)
+
+
 def convert_one(name: str, raw: Path, options: dict, mapping: dict | None, on_error: str) -> DatasetRun:
     """One dataset, ending with its Arrow table (cheap to send back from a worker process)."""
     run = run_dataset(name, raw, Context(name, raw, options, mapping), on_error)

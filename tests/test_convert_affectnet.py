@@ -8,19 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from facecorpus.converters import affectnet, pipeline, registry
+from facecorpus.converters import affectnet, pipeline
 from facecorpus.converters.base import Context, RawFormatError
 from facecorpus.converters.samples import affectnet as sample_tree
+from rawfiles import HTML
 
 NAME = "affectnet"
 TRAIN = "Manually_Annotated_file_lists/training.csv"
 VAL = "Manually_Annotated_file_lists/validation.csv"
-HTML = b"<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title></head></html>\n"
 ROW3 = "12/3b2e1a09ffcd2d1e88a77b1f6a1f0c3d5b2a4e6f7a8b9c0d1e2f3a4b.JPG"  # line 4 of training.csv: code 1
 
 
 def convert(raw: Path, on_error: str = "raise") -> pipeline.DatasetRun:
-    return pipeline.run_dataset(NAME, raw, Context(NAME, raw, registry.options(NAME, {})), on_error)
+    return pipeline.run_one(NAME, raw, on_error)
 
 
 def edit_row(raw: Path, change) -> None:

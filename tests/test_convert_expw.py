@@ -10,22 +10,18 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from facecorpus.converters import expw, pipeline, registry, splits
-from facecorpus.converters.base import Context, RawFormatError
+from facecorpus.converters import expw, pipeline, splits
+from facecorpus.converters.base import RawFormatError
 from facecorpus.converters.samples import expw as sample_tree
+from rawfiles import HTML, edit
 
 NAME = "expw"
 LABELS = "label/label.lst"
-HTML = b"<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title></head></html>\n"
 ROW = "awe_people_262.jpg 0 40 60 180 170 0.8831 2"  # line 5 of the sample
 
 
 def convert(raw: Path, on_error: str = "raise") -> pipeline.DatasetRun:
-    return pipeline.run_dataset(NAME, raw, Context(NAME, raw, registry.options(NAME, {})), on_error)
-
-
-def edit(path: Path, change) -> None:
-    path.write_bytes(change(path.read_bytes().decode()).encode())
+    return pipeline.run_one(NAME, raw, on_error)
 
 
 @pytest.fixture

@@ -10,17 +10,17 @@ from pathlib import Path
 import pytest
 
 from facecorpus.colors import nearest_color
-from facecorpus.converters import fs2k, pipeline, registry
-from facecorpus.converters.base import Context, RawFormatError
+from facecorpus.converters import fs2k, pipeline
+from facecorpus.converters.base import RawFormatError
 from facecorpus.converters.samples import fs2k as sample_tree
+from rawfiles import HTML
 
 NAME = "fs2k"
 TRAIN, TEST = "anno_train.json", "anno_test.json"
-HTML = b"<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title></head></html>\n"
 
 
 def convert(raw: Path, on_error: str = "raise") -> pipeline.DatasetRun:
-    return pipeline.run_dataset(NAME, raw, Context(NAME, raw, registry.options(NAME, {})), on_error)
+    return pipeline.run_one(NAME, raw, on_error)
 
 
 def edit_entry(raw: Path, n: int, **changes) -> None:

@@ -9,21 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from facecorpus.converters import pipeline, rafdb, registry
-from facecorpus.converters.base import Context, RawFormatError
+from facecorpus.converters import pipeline, rafdb
+from facecorpus.converters.base import RawFormatError
 from facecorpus.converters.samples import rafdb as sample_tree
+from rawfiles import HTML, edit
 
 NAME = "rafdb"
 LABELS = "basic/EmoLabel/list_patition_label.txt"
-HTML = b"<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title></head></html>\n"
 
 
 def convert(raw: Path, on_error: str = "raise") -> pipeline.DatasetRun:
-    return pipeline.run_dataset(NAME, raw, Context(NAME, raw, registry.options(NAME, {})), on_error)
-
-
-def edit(path: Path, change) -> None:
-    path.write_bytes(change(path.read_bytes().decode()).encode())
+    return pipeline.run_one(NAME, raw, on_error)
 
 
 @pytest.fixture

@@ -223,3 +223,62 @@ def test_demo_stage_writes_a_face_and_a_caption(tmp_path):
     faces, captions = list((tmp_path / "samples").glob("*.png")), list((tmp_path / "samples").glob("*.txt"))
     assert len(faces) == 1 and Image.open(faces[0]).size == (256, 256)
     assert len(captions) == 1 and captions[0].read_text().endswith("\n") and result["face"] == str(faces[0])
+
+
+def test_static_decode_step_matches_the_growing_cache():
+    """`decode_step` (fixed shapes, device position, attention over every slot) gives the states of
+    `hidden` with the growing cache, step by step, even in a cache with stale slots from a longer
+    earlier sequence (what a reused CUDA-graph cache holds)."""
+    model = tiny(1)
+    ids = torch.tensor([gen.prefix_ids("to-image", text="a woman with glasses")] * 2)
+    seg, p = torch.ones_like(ids), ids.shape[1]
+    new = torch.randint(vocab.IMAGE_OFFSET, vocab.VOCAB_SIZE, (2, 6), generator=torch.Generator().manual_seed(0))
+    two = torch.full((2, 1), 2)
+    with torch.no_grad():
+        grow = model.new_cache(2, p + 6)
+        static = model.new_cache(2, gen.MAX_SEQ)
+        model.hidden(torch.randint(0, 30000, (2, 300)), torch.ones(2, 300, dtype=torch.long), static)  # stale
+        static.reset()
+        assert torch.allclose(model.hidden(ids, seg, grow), model.hidden(ids, seg, static))
+        pos = torch.tensor([p])
+        for t in range(6):
+            want = model.hidden(new[:, t:t + 1], two, grow)
+            got = model.decode_step(new[:, t:t + 1], two, static, pos)
+            assert got.shape == want.shape and torch.allclose(got, want, atol=1e-5), t
+            pos += 1
+    assert grow.length == p + 6 and torch.equal(grow.seg, static.seg[:, :p + 6]) and static.seg[:, p + 6:].eq(0).all()
+
+
+@pytest.mark.parametrize("s", [gen.GREEDY, gen.Sampling(top_k=70)], ids=["greedy", "top-k"])
+def test_reused_graph_step_gives_the_same_tokens(s):
+    """The CUDA-graph path without CUDA: on CPU `decode(graph=True)` keeps and reuses its step (static
+    max-length cache, reset between calls) but runs it eagerly. Same tokens as a fresh step and as
+    no cache at all, same random draws, and one kept step per batch shape and sampling."""
+    model = tiny(2)
+    long_ = torch.tensor([gen.prefix_ids("to-image", text="a very old man with a long white beard and a hat")] * 3)
+    short = torch.tensor([gen.prefix_ids("to-image", text="a child")] * 3)
+    for prefix in (long_, short, long_):    # the short one runs on a cache that held the long one
+        kw = {"seg": torch.ones_like(prefix), "steps": 12, "modality": "image", "s": s}
+        fast = gen.decode(model, prefix, generator=torch.Generator().manual_seed(5), graph=True, **kw)
+        eager = gen.decode(model, prefix, generator=torch.Generator().manual_seed(5), graph=False, **kw)
+        bare = gen.decode(model, prefix, generator=torch.Generator().manual_seed(5), use_cache=False, **kw)
+        assert torch.equal(fast, eager) and torch.equal(fast, bare)
+    kept = model.__dict__["_decode_graphs"]
+    assert len(kept) == 1 and next(iter(kept.values())).cache.max_len % 16 == 0
+    caption = torch.tensor([gen.prefix_ids("to-caption", codes=torch.arange(256))])
+    for stop in ((), (vocab.SEP, gen.SEMICOLON)):
+        kw = {"seg": torch.ones_like(caption), "steps": 8, "modality": "text", "s": s, "stop": stop}
+        assert torch.equal(gen.decode(model, caption, generator=torch.Generator().manual_seed(6), graph=True, **kw),
+                           gen.decode(model, caption, generator=torch.Generator().manual_seed(6), use_cache=False, **kw))
+    assert len(kept) == 2 and all(step.graph is None for step in kept.values())
+    assert not gen.graph_ok(model)      # CPU: decode's default is a fresh eager step
+    gen.release_graphs(model)
+    assert "_decode_graphs" not in model.__dict__
+
+
+def test_decode_rejects_impossible_lengths():
+    model = tiny()
+    prefix = torch.tensor([gen.prefix_ids("to-image", text="a man")])
+    for steps in (0, model.cfg.n_positions):
+        with pytest.raises(gen.GenerationError, match="n_positions"):
+            gen.decode(model, prefix, torch.ones_like(prefix), steps, "image", gen.GREEDY)
