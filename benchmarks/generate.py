@@ -5,8 +5,11 @@
 
 Both decode 256 image tokens (a to-image prompt) from the same model and seed with the same sampling
 (top-k 70, modality mask):
-- cached: `trainer.generate.decode`: one prefill of the prefix, then one token per step through the
-  KV cache, the LM head only at the last position.
+- cached: `trainer.generate.decode`: one prefill of the prefix, then one token per step through a
+  static KV cache, the LM head only at the last position, on the image rows. On CUDA (the default
+  path there) each step is one CUDA-graph replay; `--no-graph` runs the same step eagerly. The
+  output says which path ran, and on CUDA also times the eager step and checks that both paths
+  draw the same tokens.
 - anchor-style baseline: every step re-runs the whole sequence (prefix + everything generated so
   far) and computes logits over every position, as the released generation script did.
 A third row decodes without the cache but with facecorpus's head (last position, image rows only),
@@ -82,6 +85,7 @@ def main() -> None:
     ap.add_argument("--baseline-steps", type=int, default=None, help="time the baseline on this many steps (default all)")
     ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     ap.add_argument("--threads", type=int, default=None, help="CPU intra-op threads (default torch's)")
+    ap.add_argument("--no-graph", action="store_true", help="no CUDA graph: run the cached step eagerly")
     ap.add_argument("--no-record", action="store_true", help="do not append to benchmarks/RESULTS.md")
     args = ap.parse_args()
     cuda = args.device.startswith("cuda")
@@ -97,10 +101,22 @@ def main() -> None:
     ids = torch.tensor([PREFIX] * batch, device=args.device)
     seg = torch.ones_like(ids)
     s = gen.Sampling(top_k=70)
-    gen.decode(model, ids, seg, 4, "image", s)          # warm-up (kernels, allocator)
+    graph = gen.graph_ok(model) and not args.no_graph
+    # Warm-up (kernels, allocator, and on CUDA the graph capture: kept on the model, reused below).
+    gen.decode(model, ids, seg, 4, "image", s, graph=graph)
     anchor_decode(model, ids, seg, 2, s, None)
-    _, t_cache = timed(lambda: gen.decode(model, ids, seg, args.steps, "image", s,
-                                               torch.Generator(args.device).manual_seed(1)), args.device)
+    graph = graph and "_graph_failed" not in model.__dict__    # a failed capture warned and fell back
+    path = ("CUDA graph (static KV cache, one replay per token)" if graph else
+            f"eager static step (no CUDA graph: {'--no-graph' if args.no_graph else model.__dict__.get('_graph_failed', 'device ' + args.device)})")
+    print(f"decode path: {path}", flush=True)
+    cached, t_cache = timed(lambda: gen.decode(model, ids, seg, args.steps, "image", s,
+                                               torch.Generator(args.device).manual_seed(1), graph=graph), args.device)
+    eager_row, same_paths = [], None
+    if graph:   # the graph's share, and a check that replaying it draws exactly what the eager step draws
+        eager, t_eager = timed(lambda: gen.decode(model, ids, seg, args.steps, "image", s,
+                                                  torch.Generator(args.device).manual_seed(1), graph=False), args.device)
+        same_paths = (eager == cached).float().mean().item()
+        eager_row = [f"| facecorpus (KV cache, eager step, no CUDA graph) | {batch * args.steps / t_eager:,.1f} | {t_eager:.2f} |"]
     _, t_base = timed(lambda: anchor_decode(model, ids, seg, base_steps, s,
                                                torch.Generator(args.device).manual_seed(1)), args.device)
     _, t_nocache = timed(lambda: gen.decode(model, ids, seg, base_steps, "image", s,
@@ -110,17 +126,21 @@ def main() -> None:
     # Same tokens? Greedy, so that both draw nothing random (the cached path samples over the 1,024
     # image rows only, the baseline over the masked full vocabulary: same distribution, other draws).
     n = min(16, args.steps)
-    same = (gen.decode(model, ids, seg, n, "image", gen.GREEDY) == anchor_decode(model, ids, seg, n, gen.GREEDY, None))
+    same = (gen.decode(model, ids, seg, n, "image", gen.GREEDY, graph=graph) == anchor_decode(model, ids, seg, n, gen.GREEDY, None))
     same = same.float().mean().item()
     lines = [(f"- preset {preset}, batch {batch}, {args.steps} image tokens, {args.dtype}, device {args.device}, "
-              f"{torch.get_num_threads()} CPU threads; baseline timed on {base_steps} steps"),
+              f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}; baseline timed on {base_steps} steps"),
+             f"- decode path: {path}",
              "", "| variant | generated tokens/s | seconds |", "|---|---|---|",
              f"| anchor-style (no cache, all logits, every step) | {base_tps:,.1f} | {t_base:.2f} |",
              f"| facecorpus without its cache (head at the last position, image rows only) | {nocache_tps:,.1f} | {t_nocache:.2f} |",
-             f"| facecorpus (KV cache) | {cache_tps:,.1f} | {t_cache:.2f} |", "",
+             *eager_row,
+             f"| facecorpus (KV cache{', CUDA graph' if graph else ''}) | {cache_tps:,.1f} | {t_cache:.2f} |", "",
              (f"- speed-up: **{cache_tps / base_tps:.1f}x** over the anchor's way (target on GPU: >= 10x); "
               f"the cache alone: {cache_tps / nocache_tps:.1f}x"),
              f"- same greedy tokens in both (first {n} steps): {100 * same:.1f}% of positions (fp32 should give 100%)"]
+    if same_paths is not None:
+        lines.append(f"- CUDA graph vs eager step, same seed, top-k 70: {100 * same_paths:.1f}% of positions equal (should be 100%)")
     if args.no_record:
         print("\n".join(lines))
         return

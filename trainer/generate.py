@@ -2,7 +2,7 @@
 
 The anchor's script re-ran the whole sequence for every new token and could sample a text id at an
 image position, which then broke the VQGAN decoder. Here every step runs on the cache (one new token
-through the network), and a mask restricts what each position may produce: image positions only
+through the network; a static-shape step, replayed as a CUDA graph on GPUs: `DecodeStep`), and a mask restricts what each position may produce: image positions only
 the 1,024 image codes, text positions only real WordPiece ids and `[SEP]` (never `[PAD]`, `[CLS]`,
 `[MASK]`, `[UNK]` or the `[unused*]` slots). The mask is applied before temperature/top-k/top-p, so
 a filter can never leave a row with nothing to pick.
@@ -17,6 +17,7 @@ The part before `|` has segment 1, the rest segment 2.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -92,16 +93,19 @@ def filter_logits(logits: torch.Tensor, allowed: torch.Tensor, s: Sampling) -> t
     return x
 
 
-def pick(logits: torch.Tensor, allowed: torch.Tensor, s: Sampling, generator: torch.Generator | None) -> torch.Tensor:
-    """[B,V] logits -> [B] ids, never outside `allowed`."""
+def pick(logits: torch.Tensor, allowed: torch.Tensor, s: Sampling, generator: torch.Generator | None,
+         race: torch.Tensor | None = None) -> torch.Tensor:
+    """[B,V] logits -> [B] ids, never outside `allowed`. `race`: the Exp(1) noise ([B,V] fp32), drawn by
+    the caller (a CUDA graph cannot draw from a user generator); default: drawn here from `generator`."""
     x = filter_logits(logits, allowed, s)
     if s.greedy:
         return x.argmax(-1)
     # Exponential race, the same distribution as torch.multinomial(probs, 1) (argmax of p_i / E_i with
     # E_i ~ Exp(1)), but one vectorized pass: multinomial is the slowest op of a CPU decoding step.
     probs = x.softmax(-1)
-    race = torch.empty_like(probs).exponential_(1.0, generator=generator).clamp_min_(torch.finfo(probs.dtype).tiny)
-    return (probs / race).argmax(-1)
+    if race is None:
+        race = torch.empty_like(probs).exponential_(1.0, generator=generator)
+    return (probs / race.clamp_min(torch.finfo(probs.dtype).tiny)).argmax(-1)
 
 
 # ---------------------------------------------------------------- sequences
@@ -136,39 +140,156 @@ def _last_logits(model, ids, seg, cache, rows: slice):
     return torch.nn.functional.linear(h, head.weight[rows], bias)
 
 
+# ---------------------------------------------------------------- the cached decode step
+
+MAX_SEQ = 334        # the longest sequence of any prompt: one static cache length serves them all
+GRAPH_CACHE = 4      # captured CUDA graphs kept per model (each holds its own KV cache)
+
+
+class DecodeStep:
+    """One cached decoding step with static shapes: feed `ids` [B,1] at the device position `pos`,
+    get the next ids [B] (sampled, modality-masked, head restricted to `rows`) in `out`.
+
+    Every step runs the same kernels on the same buffers (preallocated KV cache, in-place writes at
+    a device index, attention over all max_len slots, noise for sampling drawn into `race`), and no
+    step reads anything back to the host. On CUDA the step is therefore captured once in a CUDA
+    graph and replayed: one launch instead of ~300 kernel launches plus Python per token, which is
+    what bounds decoding at batch 16. Elsewhere (CPU, training mode) the same step runs eagerly.
+    Replaying gives exactly the eager step's tokens: same kernels, same buffers, same noise.
+    """
+
+    def __init__(self, model, batch: int, max_len: int, rows: slice, allowed: torch.Tensor, s: Sampling,
+                 graph: bool):
+        device = _device(model)
+        self.model, self.rows, self.allowed, self.s = model, rows, allowed, s
+        self.cache = model.new_cache(batch, max_len)
+        self.ids = torch.zeros(batch, 1, dtype=torch.long, device=device)
+        self.seg = torch.full((batch, 1), 2, dtype=torch.long, device=device)
+        self.pos = torch.zeros(1, dtype=torch.long, device=device)
+        n = rows.stop - rows.start
+        self.race = None if s.greedy else torch.ones(batch, n, dtype=torch.float32, device=device)
+        self.graph = None
+        if graph and device.type == "cuda":    # elsewhere a kept step is simply reused eagerly
+            self._capture()
+
+    def _run(self) -> torch.Tensor:
+        h = self.model.decode_step(self.ids, self.seg, self.cache, self.pos)[:, -1]
+        head = self.model.lm_head
+        bias = head.bias[self.rows] if head.bias is not None else None
+        logits = torch.nn.functional.linear(h, head.weight[self.rows], bias)
+        return pick(logits, self.allowed, self.s, None, self.race) + self.rows.start
+
+    @torch.no_grad()    # a graph captured with autograd on would also record (and keep) the backward state
+    def _capture(self) -> None:
+        # Warm up on a side stream first (cuBLAS handles, allocator), as torch.cuda.graphs requires.
+        # These runs write garbage at slot `pos` = 0; `start` empties the cache before any real use.
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self._run()
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.out = self._run()      # a static output buffer, overwritten by every replay
+
+    def start(self, ids: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+        """Prefill the prefix (eager: its length varies) -> logits [B, rows] of the first new id."""
+        self.cache.reset()
+        logits = _last_logits(self.model, ids, seg, self.cache, self.rows)
+        self.pos.fill_(ids.shape[1])
+        return logits
+
+    def __call__(self, nxt: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Feed `nxt` [B] at `pos`, advance `pos` -> the next ids [B] (a buffer the next call reuses)."""
+        self.ids.copy_(nxt[:, None])
+        if self.race is not None:   # same draws, in the same order, as pick() makes itself
+            self.race.exponential_(1.0, generator=generator)
+        if self.graph is not None:
+            self.graph.replay()
+            out = self.out
+        else:
+            out = self._run()
+        self.pos.add_(1)
+        return out
+
+
+def graph_ok(model) -> bool:
+    """Whether `decode` captures its step in a CUDA graph: CUDA, eval mode (no dropout), and not
+    switched off by a failed capture."""
+    return _device(model).type == "cuda" and not model.training and "_graph_failed" not in model.__dict__
+
+
+def release_graphs(model) -> None:
+    """Free the captured steps kept on `model` (their KV caches and graph memory), e.g. before training."""
+    model.__dict__.pop("_decode_graphs", None)
+
+
+def _step_for(model, b: int, p: int, steps: int, rows: slice, allowed, s: Sampling, graph: bool | None) -> DecodeStep:
+    """Eager: a fresh step sized to this call. CUDA graph: one per (batch, rows, sampling, weights),
+    kept on the model and reused (capture costs far more than a few decoding steps)."""
+    if graph is None:
+        graph = graph_ok(model)
+    if not graph:
+        return DecodeStep(model, b, p + steps, rows, allowed, s, graph=False)
+    max_len = -(-max(MAX_SEQ, p + steps) // 16) * 16   # a multiple of 16: attention kernels need no padded mask copy
+    w = model.lm_head.weight
+    key = (b, max_len, rows.start, rows.stop, s, w.dtype, w.device, w.data_ptr())
+    steps_cache = model.__dict__.setdefault("_decode_graphs", {})
+    if key not in steps_cache:
+        if len(steps_cache) >= GRAPH_CACHE:
+            steps_cache.clear()
+        try:
+            steps_cache[key] = DecodeStep(model, b, max_len, rows, allowed, s, graph=True)
+        except RuntimeError as e:   # an op that cannot be captured: say so once, decode eagerly from now on
+            model.__dict__["_graph_failed"] = str(e)
+            warnings.warn(f"CUDA graph capture failed, decoding without it: {e}", RuntimeWarning, stacklevel=3)
+            return DecodeStep(model, b, p + steps, rows, allowed, s, graph=False)
+    return steps_cache[key]
+
+
 @torch.no_grad()
 def decode(model, ids: torch.Tensor, seg: torch.Tensor, steps: int, modality: str, s: Sampling,
-           generator: torch.Generator | None = None, stop: tuple[int, ...] = (), use_cache: bool = True) -> torch.Tensor:
+           generator: torch.Generator | None = None, stop: tuple[int, ...] = (), use_cache: bool = True,
+           graph: bool | None = None) -> torch.Tensor:
     """Continue `ids` [B,P] (segments `seg`) by `steps` tokens of one modality -> [B, <=steps] new ids.
 
     The new tokens get segment 2. Rows stop after any id in `stop` (later positions hold that id);
     the loop ends early once every row has stopped. `use_cache=False` re-runs the whole sequence
-    every step, as the anchor did (benchmark baseline and a check on the cache)."""
+    every step, as the anchor did (benchmark baseline and a check on the cache). `graph`: replay the
+    cached step as a CUDA graph (default: on CUDA in eval mode, see `graph_ok`); the tokens are the
+    same either way."""
     device = _device(model)
     ids, seg = ids.to(device), seg.to(device)
     b, p = ids.shape
+    if steps < 1 or p + steps > model.cfg.n_positions:
+        raise GenerationError(f"cannot decode {steps} steps after {p} ids: need 1 <= steps and "
+                              f"{p} + steps <= n_positions={model.cfg.n_positions}")
     # Image positions: only the image rows of the head are computed, so no other id can come out;
     # text positions: the full head, masked.
     rows = slice(vocab.IMAGE_OFFSET, vocab.VOCAB_SIZE) if modality == "image" else slice(0, model.cfg.vocab_size)
     allowed = allowed_ids(modality, model.cfg.vocab_size)[rows].to(device)
     stop_t = torch.tensor(stop, dtype=torch.long, device=device)
     two = torch.full((b, 1), 2, dtype=torch.long, device=device)
-    out, done = [], torch.zeros(b, dtype=torch.bool, device=device)
-    cache = model.new_cache(b, p + steps) if use_cache else None
-    logits = _last_logits(model, ids, seg, cache, rows)
-    for t in range(steps):
-        nxt = pick(logits, allowed, s, generator) + rows.start
-        if out:  # a stopped row repeats its stop id
-            nxt = torch.where(done, out[-1], nxt)
-        out.append(nxt)
-        done |= torch.isin(nxt, stop_t)
-        if t + 1 == steps or (stop and bool(done.all())):  # the check syncs a GPU: only with stop ids
-            break
+    done = torch.zeros(b, dtype=torch.bool, device=device)
+    if use_cache:
+        step = _step_for(model, b, p, steps, rows, allowed, s, graph)
+        logits = step.start(ids, seg)
+    else:
+        logits = _last_logits(model, ids, seg, None, rows)
+    out = [pick(logits, allowed, s, generator) + rows.start]
+    for _ in range(steps - 1):
+        if stop:    # a stopped row repeats its stop id; the check syncs a GPU, so only with stop ids
+            done |= torch.isin(out[-1], stop_t)
+            if bool(done.all()):
+                break
         if use_cache:
-            logits = _last_logits(model, nxt[:, None], two, cache, rows)
+            nxt = step(out[-1], generator)
         else:
-            ids, seg = torch.cat([ids, nxt[:, None]], 1), torch.cat([seg, two], 1)
-            logits = _last_logits(model, ids, seg, None, rows)
+            ids, seg = torch.cat([ids, out[-1][:, None]], 1), torch.cat([seg, two], 1)
+            nxt = pick(_last_logits(model, ids, seg, None, rows), allowed, s, generator) + rows.start
+        # torch.where also copies the step's output buffer, which the next replay overwrites.
+        out.append(torch.where(done, out[-1], nxt) if stop else nxt.clone())
     return torch.stack(out, 1)
 
 

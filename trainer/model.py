@@ -62,7 +62,13 @@ class KVCache:
     k: torch.Tensor      # [n_layer, B, H, max_len, head_dim]
     v: torch.Tensor
     seg: torch.Tensor    # [B, max_len], 0 where nothing is stored yet
-    length: int = 0
+    length: int = 0      # ids stored by `hidden`; `decode_step` keeps its position on the device instead
+
+    def reset(self) -> None:
+        """Empty the cache for reuse (same buffers, so a captured CUDA graph stays valid). Stale keys
+        stay but are invisible: attention only sees slots whose segment is 1 or 2."""
+        self.seg.zero_()
+        self.length = 0
 
     @property
     def max_len(self) -> int:
@@ -78,10 +84,16 @@ class Attention(nn.Module):
         self.v = nn.Linear(cfg.d_model, cfg.d_model)
         self.o = nn.Linear(cfg.d_model, cfg.d_model)
 
-    def forward(self, x, mask, cache: KVCache | None = None, layer: int = 0):
+    def forward(self, x, mask, cache: KVCache | None = None, layer: int = 0, pos: torch.Tensor | None = None):
         B, T, D = x.shape
         q, k, v = (lin(x).view(B, T, self.n_head, D // self.n_head).transpose(1, 2) for lin in (self.q, self.k, self.v))
-        if cache is not None:
+        if pos is not None:
+            # Static decode step (`Talk2Face.decode_step`): write at the device index `pos` and attend
+            # over all max_len slots (the mask hides empty ones), so every step has the same shapes.
+            cache.k[layer].index_copy_(2, pos, k)
+            cache.v[layer].index_copy_(2, pos, v)
+            k, v = cache.k[layer], cache.v[layer]
+        elif cache is not None:
             end = cache.length + T
             cache.k[layer, :, :, cache.length:end] = k
             cache.v[layer, :, :, cache.length:end] = v
@@ -110,8 +122,8 @@ class Block(nn.Module):
         self.ln2, self.ff = layer_norm(cfg), FeedForward(cfg)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, mask, cache: KVCache | None = None, layer: int = 0):
-        x = x + self.drop(self.attn(self.ln1(x), mask, cache, layer))
+    def forward(self, x, mask, cache: KVCache | None = None, layer: int = 0, pos: torch.Tensor | None = None):
+        x = x + self.drop(self.attn(self.ln1(x), mask, cache, layer, pos))
         return x + self.drop(self.ff(self.ln2(x)))
 
 
@@ -178,6 +190,22 @@ class Talk2Face(nn.Module):
             x = block(x, mask, cache, i)
         if cache is not None:
             cache.length = start + T
+        return self.ln_f(x)
+
+    def decode_step(self, ids: torch.Tensor, seg: torch.Tensor, cache: KVCache, pos: torch.Tensor) -> torch.Tensor:
+        """One new id per row at position `pos` (a 1-element long tensor on the device) -> final-LayerNorm
+        states [B, 1, D]. Same result as `hidden(ids, seg, cache)` at cache.length == pos, but with
+        shapes that never change and no host sync (nothing reads `pos` on the host), so the step can be
+        captured once in a CUDA graph and replayed. Leaves `cache.length` alone: the caller owns `pos`.
+        Positions beyond n_positions or max_len are the caller's to avoid (an index error on CPU)."""
+        B = ids.shape[0]
+        cache.seg.index_copy_(1, pos, seg)
+        k_pos = torch.arange(cache.max_len, device=ids.device)
+        key_seg = cache.seg[:, None, None, :]                             # [B, 1, 1, max_len]
+        mask = (key_seg == 1) | ((key_seg == 2) & (k_pos <= pos))         # prefix_lm_mask for one query
+        x = self.embed(ids, seg, pos.expand(B, 1))
+        for i, block in enumerate(self.blocks):
+            x = block(x, mask, cache, i, pos)
         return self.ln_f(x)
 
     def forward(self, ids: torch.Tensor, seg: torch.Tensor, cache: KVCache | None = None,
