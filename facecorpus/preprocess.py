@@ -11,11 +11,18 @@ encoder; `preprocess()` is the same two steps for one image.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
+
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported where it is used: Ray's read workers only decode and resize, and importing torch
+# costs each of them seconds of start-up.
 
 SIZE = 256
 MARGIN = 0.25  # of the box's longer side, added on every side: keeps hair, chin and ears in view
@@ -64,17 +71,29 @@ def preprocess_uint8(img: Image.Image, bbox=None) -> np.ndarray:
     return np.array(img, dtype=np.uint8)
 
 
+def as_tensor(arr: np.ndarray) -> torch.Tensor:
+    """A numpy array as a tensor without a copy, read-only ones included (Ray hands out read-only views
+    of its object store): only for arrays that the caller copies from and never writes into."""
+    import torch
+
+    if arr.flags.writeable:
+        return torch.from_numpy(arr)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
+        return torch.from_numpy(arr)
+
+
 def to_model_input(batch) -> torch.Tensor:
     """uint8 (B,256,256,3) or (256,256,3) array/tensor -> float32 (B,3,256,256) or (3,256,256) in [-1,1]."""
+    import torch
+
     if not isinstance(batch, torch.Tensor):
-        arr = np.asarray(batch)
-        # Ray hands out read-only views; torch refuses to wrap those without a copy.
-        batch = torch.from_numpy(arr if arr.flags.writeable else arr.copy())
+        batch = as_tensor(np.asarray(batch))
     x = batch
     if x.dtype != torch.uint8:
         raise TypeError(f"to_model_input expects uint8 pixels from preprocess_uint8, got {x.dtype}")
-    x = x.movedim(-1, -3).float() / 255.0
-    return x * 2 - 1
+    # .float() makes the one new tensor (never writing into `batch`), then in place: the same float32 operations, in the same order, as x / 255 * 2 - 1.
+    return x.movedim(-1, -3).float().div_(255.0).mul_(2).sub_(1)
 
 
 def preprocess(img: Image.Image, bbox=None) -> torch.Tensor:
@@ -84,5 +103,7 @@ def preprocess(img: Image.Image, bbox=None) -> torch.Tensor:
 
 def to_pil(x: torch.Tensor) -> Image.Image:
     """A decoded image (3,H,W) in [0,1] -> PIL RGB (what generation saves)."""
+    import torch
+
     arr = (x.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).movedim(0, -1).cpu().numpy()
     return Image.fromarray(arr, "RGB")

@@ -7,7 +7,10 @@
 Ray Data streams with backpressure, so the work in flight is bounded by its object-store budget and
 memory stays flat however large the manifest is. On CPU the read stage carries the same resources
 as the encoder, so Ray fuses both into the actor (no image crosses processes); with GPUs the
-resources differ, Ray keeps them apart and the CPUs decode while the GPUs encode.
+resources differ, Ray keeps them apart and the CPUs decode while the GPUs encode. A read task takes
+`read_rows` images (a whole fraction of the encoder batch, several tasks per CPU so every core
+decodes), never imports torch (seconds of start-up per worker), and ships uint8 pixels, which the
+encoder converts to float on its own device.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from facecorpus.shards import cache as cache_mod
 from facecorpus.shards import ledger
 
@@ -28,6 +30,7 @@ from facecorpus import manifest as mf
 from facecorpus.preprocess import (
     POLICY,
     SIZE,
+    as_tensor,
     load_image,
     preprocess_uint8,
     to_model_input,
@@ -82,45 +85,79 @@ def read_batch(batch: dict) -> dict:
 class Encoder:
     """Ray actor: the VQGAN, loaded once, encoding the batches that reach it.
 
-    A batch that fails is retried image by image, so one bad image costs one ledger row, not a batch.
-    `probe(image_ids)` runs before each encoder call (tests count calls and inject failures)."""
+    A batch that fails is retried in halves down to single images, so one bad image costs one ledger
+    row, not a batch, and the summary counts the images whose batch failed (`encode_retried`).
+    `probe(image_ids)` runs before each encoder call (tests count calls and inject failures); `model`
+    builds the model in place of load_vqgan (benchmarks: shards.sample.null_vqgan)."""
 
-    def __init__(self, vqgan: str, ckpt: str | None, trust_checkpoint: bool, threads: int, probe=None):
+    def __init__(self, vqgan: str, ckpt: str | None, trust_checkpoint: bool, threads: int, probe=None, model=None):
+
+        import torch  # here, not at the top: the read tasks never need it
 
         from facecorpus.vqgan import load_vqgan
 
         if not torch.cuda.is_available():
             torch.set_num_threads(max(1, threads))
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model = load_vqgan(vqgan, ckpt, device=device, trust_checkpoint=trust_checkpoint)
+        self.model = (model or load_vqgan)(vqgan, ckpt, device=device, trust_checkpoint=trust_checkpoint)
         self.probe = probe
+        self.limit = None  # images per encoder call once the device ran out of memory on a bigger one
 
-    def _encode(self, ids, pixels) -> np.ndarray:
+    def _chunks(self, ids, pixels: np.ndarray) -> np.ndarray:
+        step = self.limit or len(ids)
+        return np.concatenate([self._encode(ids[i:i + step], pixels[i:i + step]) for i in range(0, len(ids), step)])
+
+    def _encode(self, ids, pixels: np.ndarray) -> np.ndarray:
+        import torch
+
         if self.probe is not None:
             self.probe(list(ids))
-        px = np.asarray(pixels)
-        px = torch.from_numpy(px if px.flags.writeable else px.copy())
-        if self.model.device.type == "cuda":  # ship uint8 (4x smaller), convert on the GPU
-            px = px.pin_memory().to(self.model.device, non_blocking=True)
+        device = self.model.device
+        if device.type == "cuda":
+            # uint8 (4x smaller than float) copied once into pinned memory, converted on the GPU.
+            px = torch.empty(pixels.shape, dtype=torch.uint8, pin_memory=True)
+            px.numpy()[...] = pixels
+            px = px.to(device, non_blocking=True)
+        else:  # no copy here: to(cpu) is a no-op and to_model_input's .float() copies
+            px = as_tensor(pixels).to(device)
         return self.model.encode(to_model_input(px)).reshape(len(ids), -1).cpu().numpy()
 
     def __call__(self, batch: dict) -> dict:
         n = len(batch["image_id"])
         codes = np.zeros((n, cache_mod.CODES), np.uint16)
         stage, message = list(batch["stage"]), list(batch["message"])
-        todo = np.array([s == OK for s in stage], bool)
-        if todo.any():
-            idx = np.flatnonzero(todo)
+        retried = np.zeros(n, np.int8)  # 1: this image's first encoder call failed (the summary counts them)
+        idx = np.flatnonzero([s == OK for s in stage])
+        if len(idx):
+            # The usual batch has no failure: no gather copy of its pixels.
+            pixels = batch["pixels"] if len(idx) == n else batch["pixels"][idx]
             try:
-                codes[idx] = self._encode(batch["image_id"][idx], batch["pixels"][idx])
-            except Exception:  # noqa: BLE001 - find which image(s) broke the batch
-                for i in idx:
-                    try:
-                        codes[i] = self._encode(batch["image_id"][i:i + 1], batch["pixels"][i:i + 1])[0]
-                    except Exception as exc:  # noqa: BLE001
-                        stage[i], message[i] = "encode", f"{type(exc).__name__}: {exc}"
+                codes[idx] = self._chunks(batch["image_id"][idx], pixels)
+            except Exception as exc:  # noqa: BLE001 - find which image(s) broke the batch
+                retried[idx] = 1
+                self._bisect(batch, idx, exc, codes, stage, message)
         return {"image_id": batch["image_id"], "path": batch["path"], "codes": codes,
-                "stage": np.array(stage, dtype=object), "message": np.array(message, dtype=object)}
+                "stage": np.array(stage, dtype=object), "message": np.array(message, dtype=object),
+                "retried": retried}
+
+    def _bisect(self, batch: dict, idx: np.ndarray, exc: Exception, codes, stage, message) -> None:
+        """Encode a failed batch again in halves, down to single images: a bad image costs about
+        2*log2(batch) calls, not one per image, and a batch too big for the device (out of memory)
+        goes through in smaller pieces instead of image by image."""
+        if len(idx) == 1:
+            stage[idx[0]], message[idx[0]] = "encode", f"{type(exc).__name__}: {exc}"
+            return
+        if "out of memory" in str(exc).lower():
+            import torch
+
+            torch.cuda.empty_cache()  # the failed attempt's blocks, before a smaller one tries
+            # Later batches go in pieces this size from the start instead of failing first.
+            self.limit = min(self.limit or len(idx), max(1, len(idx) // 2))
+        for part in (idx[: len(idx) // 2], idx[len(idx) // 2:]):
+            try:
+                codes[part] = self._encode(batch["image_id"][part], batch["pixels"][part])
+            except Exception as inner:  # noqa: BLE001
+                self._bisect(batch, part, inner, codes, stage, message)
 
 
 @dataclass
@@ -134,6 +171,7 @@ class Options:
     actors: int | None = None         # default: one per GPU, else cluster CPUs // cpus_per_actor
     cpus_per_actor: int | None = None  # CPU only; default min(4, cluster CPUs)
     probe: object = None              # called with the image_ids of every encoder call (tests)
+    model: object = None              # builds the model instead of load_vqgan (benchmarks: sample.null_vqgan)
 
 
 def _init_ray(address: str | None) -> bool:
@@ -162,13 +200,26 @@ def _dataset(todo: pd.DataFrame, opts: Options):
         threads = opts.cpus_per_actor or min(4, cpus)
         size, batch = opts.actors or max(1, cpus // threads), opts.batch_size or 32
         read_args = enc_args = {"num_cpus": threads}  # equal resources -> Ray fuses read into the actor
-    # One input block per batch. from_items builds blocks in the driver; from_arrow would start a
-    # remote task per block just to read metadata, and from_pandas' splitting breaks on pandas 3.
-    ds = ray.data.from_items(todo.to_dict("records"), override_num_blocks=max(1, -(-len(todo) // batch)))
-    ds = ds.map_batches(read_batch, batch_size=batch, batch_format="numpy", **read_args)
+    rows = read_rows(len(todo), batch, cpus)
+    # Input blocks are built in the driver: from_arrow would start a remote task per block just to
+    # read metadata, and from_pandas' splitting breaks on pandas 3.
+    ds = ray.data.from_items(todo.to_dict("records"), override_num_blocks=max(1, -(-len(todo) // rows)))
+    # One read task per input block (batch_size=None: no bundling), `rows` images each.
+    ds = ds.map_batches(read_batch, batch_size=None, batch_format="numpy", **read_args)
     return ds.map_batches(
         Encoder, batch_size=batch, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=size),
-        fn_constructor_args=(opts.vqgan, opts.ckpt, opts.trust_checkpoint, threads, opts.probe), **enc_args)
+        fn_constructor_args=(opts.vqgan, opts.ckpt, opts.trust_checkpoint, threads, opts.probe, opts.model), **enc_args)
+
+
+def read_rows(n: int, batch: int, cpus: int) -> int:
+    """Images per read task: the encoder batch split in 2, 4, 8... until there are at least four read
+    tasks per CPU (every core decodes, and the last wave is short), but not under 16 images (a task
+    costs ~ms to schedule; an image ~3 ms to decode). Dividing the batch evenly lets the encoder
+    gather whole read blocks into its batches."""
+    rows = batch
+    while rows > 16 and -(-n // rows) < 4 * cpus:
+        rows //= 2
+    return max(1, rows)
 
 
 class _Sink:
@@ -177,9 +228,10 @@ class _Sink:
     def __init__(self, cache: Path, identity: dict, part_rows: int):
         self.cache, self.identity, self.part_rows = cache, identity, part_rows
         self.ids, self.codes, self.failed = [], [], []
-        self.encoded = self.ledgered = 0
+        self.encoded = self.ledgered = self.retried = 0
 
     def add(self, batch: dict) -> None:
+        self.retried += int(batch["retried"].sum())
         for i, image_id in enumerate(batch["image_id"]):
             if batch["stage"][i] == OK:
                 self.ids.append(str(image_id))
@@ -204,7 +256,7 @@ def tokenize(manifest: Path, cache: Path, opts: Options, progress=None) -> dict:
     """Encode what the cache lacks; return the counts (unique images == cached + ledgered)."""
     from facecorpus.vqgan import load_vqgan
 
-    identity = load_vqgan(opts.vqgan, opts.ckpt, trust_checkpoint=opts.trust_checkpoint).identity
+    identity = (opts.model or load_vqgan)(opts.vqgan, opts.ckpt, trust_checkpoint=opts.trust_checkpoint).identity
     cache = cache_mod.open_cache(Path(cache), identity, POLICY)
     images = plan(Path(manifest))
     before = cache_mod.cached_ids(cache)
@@ -234,7 +286,8 @@ def summarize(cache: Path, images: pd.DataFrame, before: set, sink: _Sink, secon
     failures = [r for r in ledger.read_ledger(cache, cached) if r["image_id"] in wanted]
     by_stage = {s: sum(r["stage"] == s for r in failures) for s in ledger.STAGES}
     out = {"unique_images": len(wanted), "cached_before": len(before & wanted), "encoded": sink.encoded,
-           "ledgered_now": sink.ledgered, "cached": len(cached), "ledgered": len(failures),
+           "ledgered_now": sink.ledgered,
+           "encode_retried": sink.retried, "cached": len(cached), "ledgered": len(failures),
            **{f"ledgered_{s}": n for s, n in by_stage.items()}, "seconds": round(seconds, 2),
            "images_per_s": round(sink.encoded / seconds, 1) if seconds and sink.encoded else 0.0,
            "vqgan": identity["name"]}

@@ -145,3 +145,32 @@ def tokenize_in_process(manifest: Path, cache: Path, vqgan: str = "tiny-f16", ba
         cache_mod.write_part(cache / "codes", cache_mod.codes_table(ok_ids, np.concatenate(codes), model.identity))
     ledger.append(cache, failed)
     return {"encoded": len(ok_ids), "ledgered": len(failed)}
+
+
+class NullVQGAN:
+    """A stand-in encoder model for benchmarks of the pipeline alone: `encode` returns zero codes at
+    once, so a run measures reading, decoding, preprocessing, moving pixels between processes and
+    writing the cache. Its device is `meta`: the uint8 -> float conversion that a GPU does in
+    microseconds is free here too, instead of costing this machine's CPU. Its identity names it, so a
+    cache it wrote can never pass for a real VQGAN's."""
+
+    fast = False
+
+    def __init__(self):
+        self.identity = {"name": "null-encoder", "config_sha256": "null", "checkpoint_sha256": "null"}
+
+    @property
+    def device(self):
+        import torch
+
+        return torch.device("meta")
+
+    def encode(self, x):
+        import torch
+
+        return torch.zeros((x.shape[0], 16, 16), dtype=torch.int64)
+
+
+def null_vqgan(*_args, **_kwargs) -> NullVQGAN:
+    """pipeline.Options(model=null_vqgan): builds the stand-in where load_vqgan would load a VQGAN."""
+    return NullVQGAN()

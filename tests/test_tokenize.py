@@ -10,10 +10,10 @@ import pytest
 import torch
 from facecorpus.shards import cache as cache_mod
 from facecorpus.shards import ledger
-from facecorpus.shards.pipeline import Options, plan, tokenize
-from facecorpus.shards.sample import FaultProbe, make_manifest
+from facecorpus.shards.pipeline import Options, plan, read_rows, tokenize
+from facecorpus.shards.sample import FaultProbe, make_manifest, null_vqgan
 
-from facecorpus.preprocess import load_image, preprocess
+from facecorpus.preprocess import load_image, preprocess, to_model_input
 from facecorpus.vqgan import load_vqgan
 
 N_IMAGES = 100  # + 4 broken files; 1 injected encoder failure = 1%
@@ -55,6 +55,8 @@ def test_failures_are_ledgered_by_stage_and_counts_add_up(run):
     encode_failed = {r["image_id"] for r in run["led1"] if r["stage"] == "encode"}
     assert encode_failed == run["inject"]
     assert all("injected encoder failure" in r["message"] for r in run["led1"] if r["stage"] == "encode")
+    # The failing batch was retried in halves and said so; a batch that fails is never silent.
+    assert 1 <= s1["encode_retried"] <= 16 and run["s2"]["encode_retried"] == 0
 
 
 def test_rerun_retries_only_the_ledgered_images(run):
@@ -131,3 +133,69 @@ def test_cli_help_and_clear_error_without_weights(tmp_path):
     manifest = make_manifest(tmp_path, 2, broken=False, captions=False)
     r = CliRunner().invoke(tokenize_cmd, [str(manifest), "--vqgan", "ffhq-f16", "--cache", str(tmp_path / "c")])
     assert r.exit_code == 1 and "ships no weights: pass --ckpt" in r.output
+
+
+def test_null_encoder_run_accounts_for_every_image(run, tmp_path):
+    """The benchmark's stand-in encoder goes through the same plumbing: every readable image cached
+    (as zero codes, under the stand-in's own identity), the broken ones ledgered."""
+    s = tokenize(run["manifest"], tmp_path / "null", Options(model=null_vqgan, batch_size=16, part_rows=40))
+    assert s["accounted"] and s["encoded"] == s["cached"] == N_IMAGES and s["ledgered"] == 4
+    assert s["vqgan"] == "null-encoder"
+    codes = cache_mod.read_codes(tmp_path / "null").column("codes").to_numpy(zero_copy_only=False)
+    assert len(codes) == N_IMAGES and not np.stack(codes).any()
+    assert cache_mod.read_identity(tmp_path / "null")["vqgan"]["checkpoint_sha256"] == "null"
+
+
+@pytest.mark.parametrize(("n", "batch", "cpus", "rows"), [
+    (20000, 256, 16, 256),  # plenty of work: whole encoder batches per read task
+    (2000, 256, 16, 16),    # small run: split until every CPU gets several tasks, not under 16
+    (4000, 256, 2, 256),
+    (100, 16, 2, 16),
+    (10, 256, 16, 16),
+])
+def test_read_rows_gives_every_cpu_work_in_whole_fractions_of_a_batch(n, batch, cpus, rows):
+    got = read_rows(n, batch, cpus)
+    assert got == rows and batch % got == 0
+
+
+def test_model_input_is_the_reference_arithmetic_and_leaves_a_read_only_input_alone():
+    x = np.random.default_rng(0).integers(0, 256, (3, 256, 256, 3), dtype=np.uint8)
+    x.setflags(write=False)  # as Ray hands batches out
+    want = torch.from_numpy(x.copy()).movedim(-1, -3).float() / 255.0 * 2 - 1
+    got = to_model_input(x)
+    assert got.dtype == torch.float32 and got.shape == (3, 3, 256, 256)
+    assert torch.equal(got, want) and got.stride() == want.stride()
+    assert got.data_ptr() != x.ctypes.data
+
+
+class _SmallDevice:
+    """A probe that fails like a device out of memory for calls of more than `most` images."""
+
+    def __init__(self, most: int):
+        self.most, self.sizes = most, []
+
+    def __call__(self, image_ids):
+        self.sizes.append(len(image_ids))
+        if len(image_ids) > self.most:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 12.00 GiB")
+
+
+def test_out_of_memory_batches_go_through_in_halves_and_later_ones_start_small():
+    from facecorpus.shards.pipeline import OK, Encoder
+
+    threads = torch.get_num_threads()  # the Encoder sets them; give the test process its own back
+    probe = _SmallDevice(4)
+    try:
+        enc = Encoder("tiny-f16", None, False, 1, probe, null_vqgan)
+    finally:
+        torch.set_num_threads(threads)
+    n = 16
+    batch = {"image_id": np.array([f"d/{i}" for i in range(n)], dtype=object),
+             "path": np.array(["p"] * n, dtype=object), "pixels": np.zeros((n, 256, 256, 3), np.uint8),
+             "stage": np.array([OK] * n, dtype=object), "message": np.array([""] * n, dtype=object)}
+    out = enc(batch)
+    assert list(out["stage"]) == [OK] * n and out["retried"].sum() == n
+    assert probe.sizes == [16, 8, 4, 4, 8, 4, 4]
+    probe.sizes.clear()
+    out = enc(batch)  # the next batch is split up front: no failed call, nothing retried
+    assert list(out["stage"]) == [OK] * n and out["retried"].sum() == 0 and probe.sizes == [4, 4, 4, 4]
