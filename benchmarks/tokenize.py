@@ -63,8 +63,6 @@ def bare_loop(model, images: list[Path], n: int, batch: int, device: str) -> flo
     """images/s of model.encode over pre-decoded, pre-normalized tensors on the device."""
     pool = min(len(images), 4 * batch)
     x = torch.stack([preprocess(load_image(p)) for p in images[:pool]]).to(device)
-    if model.fast:
-        x = x.to(memory_format=torch.channels_last)
     model.encode(x[:batch])  # warm-up (cuDNN autotune, allocator)
     sync(device)
     t0, done = time.perf_counter(), 0
@@ -87,7 +85,8 @@ def one_at_a_time(model, images: list[Path], n: int, device: str) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def pipeline(manifest: Path, cache: Path, preset: str, ckpt: str | None, batch: int | None) -> tuple[float, float]:
+def pipeline(manifest: Path, cache: Path, preset: str, ckpt: str | None, batch: int | None,
+             compile: bool = False) -> tuple[float, float]:
     """(images/s with Ray started, seconds to start Ray)."""
     import ray
 
@@ -96,7 +95,7 @@ def pipeline(manifest: Path, cache: Path, preset: str, ckpt: str | None, batch: 
     start = time.perf_counter() - t0
     try:
         t0 = time.perf_counter()
-        summary = tokenize(manifest, cache, Options(vqgan=preset, ckpt=ckpt, batch_size=batch))
+        summary = tokenize(manifest, cache, Options(vqgan=preset, ckpt=ckpt, batch_size=batch, compile=compile))
         seconds = time.perf_counter() - t0
     finally:
         ray.shutdown()
@@ -183,6 +182,8 @@ def noop(args) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--compile", action="store_true",
+                    help="torch.compile the encoder (CUDA) in the bare loop and the pipeline; the pipeline's time includes it")
     ap.add_argument("--preset", default=None, help="tiny-f16 (CPU default) or ffhq-f16 (CUDA default)")
     ap.add_argument("--images", type=int, default=None, help="images in the pipeline run (CPU 1000, CUDA 30000)")
     ap.add_argument("--one-at-a-time", type=int, default=None, help="images for the one-at-a-time baseline")
@@ -212,7 +213,7 @@ def main() -> None:
             model = load_vqgan(preset, random_seed=0)
             ckpt = str(tmp / "ffhq-random.pt")
             torch.save(model.state_dict(), ckpt)
-        model = load_vqgan(preset, ckpt, device=args.device)
+        model = load_vqgan(preset, ckpt, device=args.device, compile=args.compile)
         ceiling = bare_loop(model, images, n, batch, args.device)
         print(f"bare encoder loop: {ceiling:.1f} images/s")
         single = one_at_a_time(model, images, min(n_single, n), args.device)
@@ -226,11 +227,11 @@ def main() -> None:
             piped, start, retried = float("nan"), float("nan"), 0
             print("Ray is not installed: pipeline part skipped (pip install 'ray[data]')")
         else:
-            piped, start, retried = pipeline(manifest, tmp / "cache", preset, ckpt, batch)
+            piped, start, retried = pipeline(manifest, tmp / "cache", preset, ckpt, batch, args.compile)
             print(f"pipeline: {piped:.1f} images/s (Ray start {start:.1f} s apart)")
 
     lines = [
-        f"- preset {preset}, device {args.device}, {n} images ({min(n_single, n)} one at a time), encoder batch {batch}, torch {torch.__version__}",
+        f"- preset {preset}, device {args.device}, {n} images ({min(n_single, n)} one at a time), encoder batch {batch}, compile {args.compile}, torch {torch.__version__}",
         "",
         "| what | images/s | vs bare encoder |",
         "|---|---:|---:|",

@@ -44,6 +44,8 @@ def table(title: str, items: dict) -> Table:
               help="VQGAN weights: a VQModel checkpoint or the Net2NetTransformer one (VQGAN under first_stage_model.).")
 @click.option("--cache", type=FOLDER, required=True, help="Token cache folder; grows run by run, a rerun resumes.")
 @click.option("--ray-address", help="Join this Ray cluster (e.g. ray://head:10001 or auto); default: embedded local Ray.")
+@click.option("--compile", "compile_", is_flag=True,
+              help="GPUs: torch.compile the encoder (about 25 s per actor; doubles an H100's encode rate, worth it past ~50k images).")
 @click.option("--trust-checkpoint", is_flag=True,
               help="Allow a legacy Lightning checkpoint that pickles objects besides tensors (runs its pickled code).")
 @click.option("--batch-size", type=int, help="Images per encoder batch (default 256 per GPU, 32 on CPU).")
@@ -51,7 +53,8 @@ def table(title: str, items: dict) -> Table:
 @click.option("--cpus-per-actor", type=int, help="CPU only: threads per encoder actor (default min(4, CPUs)).")
 @click.option("--part-rows", type=int, default=4096, show_default=True,
               help="Images per cache part written: the most a killed run loses.")
-def tokenize(manifest, vqgan, ckpt, cache, ray_address, trust_checkpoint, batch_size, actors, cpus_per_actor, part_rows):
+def tokenize(manifest, vqgan, ckpt, cache, ray_address, compile_, trust_checkpoint, batch_size, actors, cpus_per_actor,
+             part_rows):
     """Encode every unique image of MANIFEST once with a VQGAN into the token cache.
 
     Images already in --cache are skipped, so a killed run resumes where it stopped. Ray tasks read,
@@ -64,7 +67,7 @@ def tokenize(manifest, vqgan, ckpt, cache, ray_address, trust_checkpoint, batch_
     from facecorpus.vqgan import VQGANError
 
     console = Console(stderr=True)
-    opts = Options(vqgan=str(vqgan), ckpt=str(ckpt) if ckpt else None, trust_checkpoint=trust_checkpoint,
+    opts = Options(vqgan=str(vqgan), ckpt=str(ckpt) if ckpt else None, trust_checkpoint=trust_checkpoint, compile=compile_,
                    ray_address=ray_address, batch_size=batch_size, actors=actors, cpus_per_actor=cpus_per_actor,
                    part_rows=part_rows)
     try:

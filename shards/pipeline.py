@@ -90,7 +90,8 @@ class Encoder:
     `probe(image_ids)` runs before each encoder call (tests count calls and inject failures); `model`
     builds the model in place of load_vqgan (benchmarks: shards.sample.null_vqgan)."""
 
-    def __init__(self, vqgan: str, ckpt: str | None, trust_checkpoint: bool, threads: int, probe=None, model=None):
+    def __init__(self, vqgan: str, ckpt: str | None, trust_checkpoint: bool, threads: int, probe=None, model=None,
+                 compile: bool = False):
 
         import torch  # here, not at the top: the read tasks never need it
 
@@ -99,7 +100,8 @@ class Encoder:
         if not torch.cuda.is_available():
             torch.set_num_threads(max(1, threads))
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model = (model or load_vqgan)(vqgan, ckpt, device=device, trust_checkpoint=trust_checkpoint)
+        kwargs = {"compile": compile} if compile else {}
+        self.model = (model or load_vqgan)(vqgan, ckpt, device=device, trust_checkpoint=trust_checkpoint, **kwargs)
         self.probe = probe
         self.limit = None  # images per encoder call once the device ran out of memory on a bigger one
 
@@ -172,6 +174,7 @@ class Options:
     cpus_per_actor: int | None = None  # CPU only; default min(4, cluster CPUs)
     probe: object = None              # called with the image_ids of every encoder call (tests)
     model: object = None              # builds the model instead of load_vqgan (benchmarks: sample.null_vqgan)
+    compile: bool = False             # torch.compile the encoder on GPUs (~25 s once per actor)
 
 
 def _init_ray(address: str | None) -> bool:
@@ -208,7 +211,8 @@ def _dataset(todo: pd.DataFrame, opts: Options):
     ds = ds.map_batches(read_batch, batch_size=None, batch_format="numpy", **read_args)
     return ds.map_batches(
         Encoder, batch_size=batch, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=size),
-        fn_constructor_args=(opts.vqgan, opts.ckpt, opts.trust_checkpoint, threads, opts.probe, opts.model), **enc_args)
+        fn_constructor_args=(opts.vqgan, opts.ckpt, opts.trust_checkpoint, threads, opts.probe, opts.model,
+                             opts.compile), **enc_args)
 
 
 def read_rows(n: int, batch: int, cpus: int) -> int:
