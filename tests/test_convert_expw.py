@@ -13,7 +13,7 @@ import pytest
 from facecorpus.converters import expw, pipeline, splits
 from facecorpus.converters.base import RawFormatError
 from facecorpus.converters.samples import expw as sample_tree
-from rawfiles import HTML, edit
+from rawfiles import edit
 
 NAME = "expw"
 LABELS = "label/label.lst"
@@ -109,13 +109,6 @@ def test_truncated_last_line_is_an_error(sample):
     raw, _ = sample
     edit(raw / LABELS, lambda t: t.rstrip("\n")[: -len(" 41.27 4")])
     with pytest.raises(pipeline.ConvertError, match=f"{LABELS} line 6: expected 8 space-separated fields .*got 6"):
-        convert(raw)
-
-
-def test_html_page_under_the_label_name_is_refused(sample):
-    raw, _ = sample
-    (raw / LABELS).write_bytes(HTML)
-    with pytest.raises(RawFormatError, match=f"{LABELS}: is an HTML page"):
         convert(raw)
 
 

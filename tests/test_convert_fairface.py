@@ -12,7 +12,7 @@ import pytest
 from facecorpus.converters import fairface, pipeline
 from facecorpus.converters.base import RawFormatError
 from facecorpus.converters.samples import fairface as sample_tree
-from rawfiles import HTML, edit
+from rawfiles import edit
 
 NAME = "fairface"
 TRAIN, VAL = "fairface_label_train.csv", "fairface_label_val.csv"
@@ -116,13 +116,6 @@ def test_renamed_header_is_accepted_and_a_wrong_header_refused(sample):
     assert len(convert(raw).records) == 9
     edit(raw / VAL, lambda t: t.replace("file_name,age,gender,race", "file,gender,age,race", 1))
     with pytest.raises(RawFormatError, match=f"{VAL}:1: header 'file,gender,age,race,service_test' is not"):
-        convert(raw)
-
-
-def test_html_page_under_the_label_name_is_refused(sample):
-    raw, _ = sample
-    (raw / VAL).write_bytes(HTML)
-    with pytest.raises(RawFormatError, match=f"{VAL}: is an HTML page .*download page: {re.escape(fairface.DOWNLOAD)}"):
         convert(raw)
 
 

@@ -13,7 +13,6 @@ from facecorpus.colors import nearest_color
 from facecorpus.converters import fs2k, pipeline
 from facecorpus.converters.base import RawFormatError
 from facecorpus.converters.samples import fs2k as sample_tree
-from rawfiles import HTML
 
 NAME = "fs2k"
 TRAIN, TEST = "anno_train.json", "anno_test.json"
@@ -120,13 +119,6 @@ def test_truncated_file_is_refused_as_a_whole(sample):
     raw, _ = sample
     (raw / TEST).write_text((raw / TEST).read_text()[:-30])  # one line: no entry of a cut array can be trusted
     with pytest.raises(RawFormatError, match=f"{TEST}:1: not valid JSON .*a truncated download"):
-        convert(raw)
-
-
-def test_html_page_under_the_label_name_is_refused(sample):
-    raw, _ = sample
-    (raw / TRAIN).write_bytes(HTML)
-    with pytest.raises(RawFormatError, match=f"{TRAIN}: is an HTML page"):
         convert(raw)
 
 

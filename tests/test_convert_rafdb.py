@@ -12,7 +12,7 @@ import pytest
 from facecorpus.converters import pipeline, rafdb
 from facecorpus.converters.base import RawFormatError
 from facecorpus.converters.samples import rafdb as sample_tree
-from rawfiles import HTML, edit
+from rawfiles import edit
 
 NAME = "rafdb"
 LABELS = "basic/EmoLabel/list_patition_label.txt"
@@ -91,13 +91,6 @@ def test_the_compound_file_under_the_same_name_is_refused(sample):
     raw, _ = sample
     edit(raw / LABELS, lambda t: "train_0001.jpg 6\ntrain_0002.jpg 6\ntrain_0003.jpg 10")
     with pytest.raises(RawFormatError, match=f"{LABELS}:1: first row 'train_0001.jpg 6' names a compound-subset"):
-        convert(raw)
-
-
-def test_html_page_under_the_label_name_is_refused(sample):
-    raw, _ = sample
-    (raw / LABELS).write_bytes(HTML)
-    with pytest.raises(RawFormatError, match=f"{LABELS}: is an HTML page"):
         convert(raw)
 
 
