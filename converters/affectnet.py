@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from facecorpus.converters.base import (BadRow, Context, Failure, Filtered, RawFormatError, Where, guard,
-                                        image_path, rel_to)
+                                        image_path, refuse_html, rel_to)
 from facecorpus.records import Record, attributes, local_id
 
 NAME = "affectnet"
@@ -48,9 +48,8 @@ def csv_lines(path: Path, raw: Path) -> Iterator[tuple[Where, str]]:
         with open(path, encoding="utf-8-sig", newline=None) as fh:  # newline=None: CRLF/CR read as LF
             header = fh.readline().strip()
             if header != HEADER:
-                page = "<html" in header.lower() or header.lower().startswith("<!doctype")
-                raise RawFormatError(Where(rel, 1), "is an HTML page (a failed download?), not the label file" if page
-                                     else f"header {header[:120]!r} is not {HEADER!r}", DOWNLOAD)
+                refuse_html(header.encode(), Where(rel, 1), DOWNLOAD)
+                raise RawFormatError(Where(rel, 1), f"header {header[:120]!r} is not {HEADER!r}", DOWNLOAD)
             for n, line in enumerate(fh, start=2):
                 if line.strip():
                     yield Where(rel, n), line.rstrip("\n")

@@ -112,15 +112,24 @@ def find(raw: Path, candidates: tuple[str, ...], download: str) -> Path:
     raise RawFormatError(" or ".join(candidates), f"missing under {raw}", download)
 
 
+def is_html(head: bytes) -> bool:
+    """Whether a file's first bytes are a web page (what Google Drive serves instead of a large file)."""
+    head = head[:512].lstrip().lower()
+    return head.startswith((b"<!doctype html", b"<html")) or b"<html" in head
+
+
+def refuse_html(data: bytes, where: Where | str, download: str | None) -> None:
+    if is_html(data):
+        raise RawFormatError(where, "is an HTML page (a failed Google-Drive download?), not the dataset's file; "
+                             "download it again", download)
+
+
 def read_text(path: Path, raw: Path, download: str | None = None) -> str:
     """The file's text: BOM stripped, CRLF and LF both accepted, a downloaded HTML page refused."""
     data = path.read_bytes()
     if data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8):]
-    head = data[:512].lstrip().lower()
-    if head.startswith((b"<!doctype html", b"<html")) or b"<html" in head:
-        raise RawFormatError(rel_to(path, raw), "is an HTML page (a failed Google-Drive download?), not the "
-                             "annotation file; download it again", download)
+    refuse_html(data, rel_to(path, raw), download)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

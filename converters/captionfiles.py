@@ -20,18 +20,11 @@ import re
 import unicodedata
 from pathlib import Path, PurePosixPath
 
-from facecorpus.converters.base import RawFormatError, Where, rel_to
+from facecorpus.converters.base import RawFormatError, Where, refuse_html, rel_to
 
 REPLACEMENT_RUN = re.compile("\ufffd+")
 FIX_INVALID = "invalid UTF-8 or U+FFFD (mapped to a space)"
 FIX_NON_ASCII = "non-ASCII text (NFKC-normalised)"
-
-
-def refuse_html(data: bytes, rel: str, download: str) -> None:
-    head = data[:512].lstrip().lower()
-    if head.startswith((b"<!doctype html", b"<html")) or b"<html" in head:
-        raise RawFormatError(rel, "is an HTML page (a failed Google-Drive download?), not the dataset's file; "
-                             "download it again", download)
 
 
 def decode(path: Path, rel: str, download: str) -> tuple[str, list[str]]:

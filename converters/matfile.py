@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from facecorpus.converters.base import RawFormatError, rel_to
+from facecorpus.converters.base import RawFormatError, refuse_html, rel_to
 
 
 def load_structs(path: Path, raw: Path, variables: tuple[str, ...], download: str) -> dict[str, np.void]:
@@ -22,9 +22,7 @@ def load_structs(path: Path, raw: Path, variables: tuple[str, ...], download: st
     rel = rel_to(path, raw)
     with open(path, "rb") as fh:
         head = fh.read(512)
-    if b"<html" in head.lower() or head.lstrip().lower().startswith(b"<!doctype"):
-        raise RawFormatError(rel, "is an HTML page (a failed download?), not a MATLAB file; download it again",
-                             download)
+    refuse_html(head, rel, download)
     if head.startswith(b"MATLAB 7.3"):
         raise RawFormatError(rel, "is a MATLAB 7.3 (HDF5) file; the dataset ships MATLAB 5 files, download the "
                              "original again", download)
