@@ -175,25 +175,8 @@ def _train(cfg: RunConfig, run: Path, rank: int, world: int, device: torch.devic
             t0 = time.perf_counter()
             batch = next(loader)
             wait += time.perf_counter() - t0
-            ids, seg, targets, index, task = (batch[k].to(device, non_blocking=True)
-                                              for k in ("ids", "seg", "targets", "target_index", "task"))
             # Only the last micro-step all-reduces gradients; the others accumulate locally.
-            sync = micro == accum - 1 or world == 1
-            ctx = model.no_sync() if not sync else contextlib.nullcontext()
-            cast = torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext()
-            with ctx:   # backward inside too: DDP decides whether to reduce when gradients are ready
-                with cast:
-                    losses = model(ids, seg, targets=targets, target_index=index)
-                    loss = losses.sum() / losses.numel() / accum
-                loss.backward()
-            # Per-task sums stay on the device (scatter_add, not bincount: no host sync).
-            row_task = task.index_select(0, index // ids.shape[1])
-            window[0:4].scatter_add_(0, row_task, losses.detach().double())
-            window[4:8].scatter_add_(0, row_task, torch.ones_like(row_task, dtype=torch.float64))
-            window[8] += (seg != 0).sum()
-            window[9] += ids.shape[0]
-            window[10:] += batch["stats"].to(device)
-            flops += mfu.batch_flops(cfg.model, batch["seg"], batch["target_index"].numel())   # CPU tensors
+            flops += _micro_step(model, batch, device, amp, micro == accum - 1 or world == 1, accum, window, cfg)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip or float("inf"))
         lr = scheduler.get_last_lr()[0]   # the rate this step used
         optimizer.step()
@@ -212,7 +195,32 @@ def _train(cfg: RunConfig, run: Path, rank: int, world: int, device: torch.devic
                 os.kill(os.getpid(), signal.SIGKILL)   # tests: an abrupt death right after a checkpoint
             if stopping:
                 break
-    # Every rank reports how far it got: uneven shards must not leave one rank behind.
+    return _finish(run, logger, step, batches, cfg, device, world)
+
+
+def _micro_step(model, batch: dict, device, amp, sync: bool, accum: int, window: torch.Tensor, cfg) -> float:
+    """Forward and backward of one micro-batch; adds its per-task sums to `window`; returns its FLOPs."""
+    ids, seg, targets, index, task = (batch[k].to(device, non_blocking=True)
+                                      for k in ("ids", "seg", "targets", "target_index", "task"))
+    ctx = model.no_sync() if not sync else contextlib.nullcontext()
+    cast = torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext()
+    with ctx:   # backward inside too: DDP decides whether to reduce when gradients are ready
+        with cast:
+            losses = model(ids, seg, targets=targets, target_index=index)
+            loss = losses.sum() / losses.numel() / accum
+        loss.backward()
+    # Per-task sums stay on the device (scatter_add, not bincount: no host sync).
+    row_task = task.index_select(0, index // ids.shape[1])
+    window[0:4].scatter_add_(0, row_task, losses.detach().double())
+    window[4:8].scatter_add_(0, row_task, torch.ones_like(row_task, dtype=torch.float64))
+    window[8] += (seg != 0).sum()
+    window[9] += ids.shape[0]
+    window[10:] += batch["stats"].to(device)
+    return mfu.batch_flops(cfg.model, batch["seg"], batch["target_index"].numel())   # CPU tensors
+
+
+def _finish(run: Path, logger, step: int, batches: int, cfg: RunConfig, device, world: int) -> dict:
+    """Every rank reports how far it got: uneven shards must not leave one rank behind."""
     mine = torch.tensor([step, batches * cfg.data.micro_batch], device=device)
     every = [mine]
     if world > 1:
