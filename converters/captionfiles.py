@@ -20,7 +20,11 @@ import re
 import unicodedata
 from pathlib import Path, PurePosixPath
 
-from facecorpus.converters.base import RawFormatError, Where, refuse_html, rel_to
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+from facecorpus.converters.base import Failure, Filtered, RawFormatError, Where, guard, refuse_html, rel_to
+from facecorpus.records import Record
 
 REPLACEMENT_RUN = re.compile("\ufffd+")
 FIX_INVALID = "invalid UTF-8 or U+FFFD (mapped to a space)"
@@ -50,6 +54,35 @@ def caption_lines(text: str) -> list[str]:
     """The file's lines; the newline ending the last line does not start another (empty) one."""
     lines = text.split("\n")
     return lines[:-1] if lines and lines[-1] == "" else lines
+
+
+def file_outcomes(path: Path, rel: str, download: str, fixed: dict, problem: str | None,
+                  build: Callable[[int, str], Record], skip: Callable[[str], str | None] | None = None,
+                  expected: int | None = None, counts: Counter | None = None) -> Iterator[Record | Filtered | Failure]:
+    """One outcome per line of one caption file: an empty line is filtered; every line fails when the
+    file itself has a `problem` (a bad name, no CelebA photo); `skip(words)` may name a filter reason;
+    otherwise `build(n, words)` makes the record. Files needing decoding fixes go to `fixed`; a file
+    with other than `expected` captions is counted in `counts` ("fewer"/"more")."""
+    text, fixes = decode(path, rel, download)
+    if fixes:
+        fixed[path.name] = fixes
+    records = 0
+    for n, line in enumerate(caption_lines(text)):
+        where = Where(rel, n + 1)
+        words = " ".join(line.split())
+        reason = "empty caption line" if not words else None
+        if reason is None and problem:
+            yield Failure(where, problem)
+            continue
+        reason = reason or (skip(words) if skip else None)
+        if reason:
+            yield Filtered(where, reason)
+            continue
+        outcome = guard(where, lambda: build(n, words))
+        records += isinstance(outcome, Record)
+        yield outcome
+    if expected is not None and records != expected:
+        counts["fewer" if records < expected else "more"] += 1
 
 
 class _Refused(pickle.UnpicklingError):

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from facecorpus.converters import captionfiles
-from facecorpus.converters.base import BadRow, Context, Failure, Filtered, RawFormatError, Where, find, guard, lines
+from facecorpus.converters.base import BadRow, Context, Failure, Filtered, RawFormatError, find, lines
 from facecorpus.records import Record, caption
 
 NAME = "celebatexthq"
@@ -80,29 +80,15 @@ def read_flists(raw: Path, root: str, ctx: Context) -> tuple[dict[str, tuple[str
 def file_rows(rel: str, path: Path, stem: str, image: str, split: str | None, ctx: Context, fixed: dict,
               counts: Counter) -> Iterator[Record | Filtered | Failure]:
     """One outcome per line of one caption file (the image's photo is looked up once)."""
-    text, fixes = captionfiles.decode(path, rel, DOWNLOAD)
-    if fixes:
-        fixed[path.name] = fixes
     image_id = f"celebahq/{stem}"
     try:
         photo, problem = ctx.celeba_photo(image_id), None
     except BadRow as exc:
-        problem = str(exc)
-    captions = 0
-    for n, line in enumerate(captionfiles.caption_lines(text)):
-        where = Where(rel, n + 1)
-        words = " ".join(line.split())
-        if not words:
-            yield Filtered(where, "empty caption line")
-        elif problem:
-            yield Failure(where, problem)
-        else:
-            outcome = guard(where, lambda: caption(NAME, stem, image, words, n, image_id=image_id, photo_id=photo,
-                                                   source_split=split))
-            captions += isinstance(outcome, Record)
-            yield outcome
-    if captions != CAPTIONS_PER_IMAGE:
-        counts["fewer" if captions < CAPTIONS_PER_IMAGE else "more"] += 1
+        photo, problem = None, str(exc)
+    yield from captionfiles.file_outcomes(
+        path, rel, DOWNLOAD, fixed, problem,
+        lambda n, words: caption(NAME, stem, image, words, n, image_id=image_id, photo_id=photo, source_split=split),
+        expected=CAPTIONS_PER_IMAGE, counts=counts)
 
 
 def note_coverage(ctx: Context, root: str, entries: dict, found: dict[str, Path], missing: list[str]) -> None:

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from facecorpus.converters import captionfiles
-from facecorpus.converters.base import Context, Failure, Filtered, RawFormatError, Where, guard, rel_to
+from facecorpus.converters.base import Context, Failure, Filtered, RawFormatError, rel_to
 from facecorpus.records import Record, caption
 
 NAME = "ffhqtext"
@@ -99,27 +99,13 @@ def note_coverage(ctx: Context, folder: str, found: dict, listed: dict | None, i
 def file_rows(rel: str, path: Path, stem: str, image: str, split: str | None, fixed: dict,
               counts: Counter) -> Iterator[Record | Filtered | Failure]:
     """One outcome per line of one description file."""
-    text, fixes = captionfiles.decode(path, rel, DOWNLOAD)
-    if fixes:
-        fixed[path.name] = fixes
     problem = None
     if not FFHQ_NAME.fullmatch(stem):
         problem = f"file name {stem}.txt is not a 5-digit FFHQ image name (00000..69999)"
-    captions = 0
-    for n, line in enumerate(captionfiles.caption_lines(text)):
-        where = Where(rel, n + 1)
-        words = " ".join(line.split())
-        if not words:
-            yield Filtered(where, "empty caption line")
-        elif problem:
-            yield Failure(where, problem)
-        else:
-            outcome = guard(where, lambda: caption(NAME, stem, image, words, n, image_id=f"ffhq/{stem}",
-                                                   source_split=split))
-            captions += isinstance(outcome, Record)
-            yield outcome
-    if captions != CAPTIONS_PER_IMAGE:
-        counts["fewer" if captions < CAPTIONS_PER_IMAGE else "more"] += 1
+    yield from captionfiles.file_outcomes(
+        path, rel, DOWNLOAD, fixed, problem,
+        lambda n, words: caption(NAME, stem, image, words, n, image_id=f"ffhq/{stem}", source_split=split),
+        expected=CAPTIONS_PER_IMAGE, counts=counts)
 
 
 def rows(raw: Path, ctx: Context) -> Iterator[Record | Filtered | Failure]:

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from facecorpus.converters import captionfiles
-from facecorpus.converters.base import BadRow, Context, Failure, Filtered, RawFormatError, Where, guard, rel_to
+from facecorpus.converters.base import BadRow, Context, Failure, Filtered, RawFormatError, rel_to
 from facecorpus.records import Record, caption
 
 NAME = "mmcelebahq"
@@ -126,9 +126,7 @@ def note_coverage(ctx: Context, folder: str, found: dict[str, Path], listed: set
 def file_rows(rel: str, path: Path, stem: str, image: str, ctx: Context, fixed: dict,
               tally: Counter) -> Iterator[Record | Filtered | Failure]:
     """One outcome per line of one caption file (what depends on the image only is looked up once)."""
-    text, fixes = captionfiles.decode(path, rel, DOWNLOAD)
-    if fixes:
-        fixed[path.name] = fixes
+    photo = split = image_id = None
     try:
         idx = hq_index(stem)
         image_id = f"celebahq/{idx}"
@@ -137,24 +135,19 @@ def file_rows(rel: str, path: Path, stem: str, image: str, ctx: Context, fixed: 
         problem = str(exc)
     keep_degenerate, keep_duplicates = ctx.options["keep_degenerate"], ctx.options["keep_duplicates"]
     seen: set[str] = set()
-    for n, line in enumerate(captionfiles.caption_lines(text)):
-        where = Where(rel, n + 1)
-        words = " ".join(line.split())
-        if not words:
-            yield Filtered(where, "empty caption line")
-        elif problem:
-            yield Failure(where, problem)
-        elif not keep_degenerate and "has ." in words and DEGENERATE.search(words):
-            yield Filtered(where, "degenerate caption ('has .', no attribute)")
-        else:
-            repeat = words in seen
-            seen.add(words)
-            tally["duplicates"] += repeat
-            if repeat and not keep_duplicates:
-                yield Filtered(where, "duplicate caption in the same file")
-            else:
-                yield guard(where, lambda: caption(NAME, stem, image, words, n, image_id=image_id, photo_id=photo,
-                                                   source_split=split))
+
+    def skip(words: str) -> str | None:
+        if not keep_degenerate and "has ." in words and DEGENERATE.search(words):
+            return "degenerate caption ('has .', no attribute)"
+        repeat = words in seen
+        seen.add(words)
+        tally["duplicates"] += repeat
+        return "duplicate caption in the same file" if repeat and not keep_duplicates else None
+
+    yield from captionfiles.file_outcomes(
+        path, rel, DOWNLOAD, fixed, problem,
+        lambda n, words: caption(NAME, stem, image, words, n, image_id=image_id, photo_id=photo, source_split=split),
+        skip=skip)
 
 
 def rows(raw: Path, ctx: Context) -> Iterator[Record | Filtered | Failure]:
