@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import pytest
@@ -15,3 +16,12 @@ def shared_raw() -> Path:
     if not SHARED_RAW.is_dir():
         pytest.skip(f"{SHARED_RAW} is absent: the real annotation files ship only beside the project's checkout")
     return SHARED_RAW
+
+
+@pytest.fixture
+def sample(tmp_path, request) -> tuple[Path, dict]:
+    """(raw folder, what a correct conversion gives) of the test module's dataset (its NAME), written
+    by facecorpus.converters.samples.<NAME> in the dataset's real layout."""
+    name = request.module.NAME
+    raw = tmp_path / name
+    return raw, importlib.import_module(f"facecorpus.converters.samples.{name}").write(raw, seed=0)

@@ -31,12 +31,6 @@ def edit_row(raw: Path, change) -> None:
     (raw / TRAIN).write_text("\n".join(lines))
 
 
-@pytest.fixture
-def sample(tmp_path) -> tuple[Path, dict]:
-    raw = tmp_path / NAME
-    return raw, sample_tree.write(raw, seed=0)
-
-
 def test_sample_converts_to_what_it_promises(sample):
     raw, info = sample
     run = convert(raw)

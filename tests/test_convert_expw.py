@@ -12,7 +12,6 @@ import pytest
 
 from facecorpus.converters import expw, pipeline, splits
 from facecorpus.converters.base import RawFormatError
-from facecorpus.converters.samples import expw as sample_tree
 from rawfiles import edit
 
 NAME = "expw"
@@ -22,12 +21,6 @@ ROW = "awe_people_262.jpg 0 40 60 180 170 0.8831 2"  # line 5 of the sample
 
 def convert(raw: Path, on_error: str = "raise") -> pipeline.DatasetRun:
     return pipeline.run_one(NAME, raw, on_error)
-
-
-@pytest.fixture
-def sample(tmp_path) -> tuple[Path, dict]:
-    raw = tmp_path / NAME
-    return raw, sample_tree.write(raw, seed=0)
 
 
 def test_sample_converts_to_what_it_promises(sample):

@@ -12,7 +12,6 @@ import pytest
 from facecorpus.colors import nearest_color
 from facecorpus.converters import fs2k, pipeline
 from facecorpus.converters.base import RawFormatError
-from facecorpus.converters.samples import fs2k as sample_tree
 
 NAME = "fs2k"
 TRAIN, TEST = "anno_train.json", "anno_test.json"
@@ -27,12 +26,6 @@ def edit_entry(raw: Path, n: int, **changes) -> None:
     entries = json.loads((raw / TRAIN).read_text())
     entries[n - 1].update(changes)
     (raw / TRAIN).write_text(json.dumps(entries))
-
-
-@pytest.fixture
-def sample(tmp_path) -> tuple[Path, dict]:
-    raw = tmp_path / NAME
-    return raw, sample_tree.write(raw, seed=0)
 
 
 def test_sample_converts_to_what_it_promises(sample):
@@ -119,14 +112,6 @@ def test_truncated_file_is_refused_as_a_whole(sample):
     raw, _ = sample
     (raw / TEST).write_text((raw / TEST).read_text()[:-30])  # one line: no entry of a cut array can be trusted
     with pytest.raises(RawFormatError, match=f"{TEST}:1: not valid JSON .*a truncated download"):
-        convert(raw)
-
-
-@pytest.mark.parametrize("missing", [TRAIN, TEST])
-def test_missing_annotation_file_names_it_and_the_download_page(sample, missing):
-    raw, _ = sample
-    (raw / missing).unlink()
-    with pytest.raises(RawFormatError, match=f"{missing}: missing: .*download page: {re.escape(fs2k.DOWNLOAD)}"):
         convert(raw)
 
 

@@ -11,7 +11,6 @@ import pytest
 
 from facecorpus.converters import pipeline, rafdb
 from facecorpus.converters.base import RawFormatError
-from facecorpus.converters.samples import rafdb as sample_tree
 from rawfiles import edit
 
 NAME = "rafdb"
@@ -20,12 +19,6 @@ LABELS = "basic/EmoLabel/list_patition_label.txt"
 
 def convert(raw: Path, on_error: str = "raise") -> pipeline.DatasetRun:
     return pipeline.run_one(NAME, raw, on_error)
-
-
-@pytest.fixture
-def sample(tmp_path) -> tuple[Path, dict]:
-    raw = tmp_path / NAME
-    return raw, sample_tree.write(raw, seed=0)
 
 
 def test_sample_converts_to_what_it_promises(sample):
