@@ -25,3 +25,15 @@ def sample(tmp_path, request) -> tuple[Path, dict]:
     name = request.module.NAME
     raw = tmp_path / name
     return raw, importlib.import_module(f"facecorpus.converters.samples.{name}").write(raw, seed=0)
+
+
+@pytest.fixture
+def one_thread():
+    """Token-by-token decoding of a tiny model is latency-bound: a second intra-op thread only spins,
+    and on a busy 2-core machine makes each step ~10x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -15,14 +15,7 @@ from PIL import Image
 from facecorpus import vocab
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Token-by-token decoding of a tiny model is latency-bound: a second intra-op thread only spins,
-    and on a busy 2-core machine makes each step ~10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 IMAGE = slice(vocab.IMAGE_OFFSET, vocab.VOCAB_SIZE)
