@@ -1,14 +1,34 @@
-"""Append a benchmark result block, with machine and date, to benchmarks/RESULTS.md."""
+"""What every benchmark does first (import this module before anything else) and last (`append`).
+
+First: `python benchmarks/x.py` puts this folder at the head of sys.path, where benchmarks/tokenize.py
+would shadow the standard library's `tokenize` (imported by logging, inspect, torch): take the folder
+off the path. A bare checkout without facecorpus installed (the lent GPU machines) gets the top-level
+folders mapped into the `facecorpus.*` namespace as pyproject's package-dir does.
+Last: `append` prints a result block with machine and date and adds it to benchmarks/RESULTS.md.
+"""
 
 from __future__ import annotations
 
-import datetime as _dt
-import os
-import platform
 import sys
 from pathlib import Path
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+sys.path.append(str(ROOT))  # last: an installed facecorpus wins
+
+try:
+    import facecorpus.trainer  # noqa: F401 - any mapped subpackage tells an installed package apart
+except ImportError:
+    import facecorpus
+
+    facecorpus.__path__.append(str(ROOT))
+
+import datetime as _dt  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+
+RESULTS = HERE / "RESULTS.md"
 
 
 def machine() -> str:
@@ -23,12 +43,13 @@ def machine() -> str:
     return f"{platform.node() or 'host'}: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}{gpu}"
 
 
-def append(title: str, lines: list[str]) -> None:
-    """Write `## title` + machine, date, command and `lines` at the end of RESULTS.md (and print it)."""
+def append(title: str, lines: list[str], record: bool = True) -> None:
+    """Print `## title` + machine, date, command and `lines`; with `record`, add them to RESULTS.md."""
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     block = [f"## {title}", "", f"- date: {stamp}", f"- machine: {machine()}",
              f"- command: `{' '.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}`", "", *lines, ""]
     text = "\n".join(block) + "\n"
     print(text)
-    with open(RESULTS, "a", encoding="utf-8") as fh:
-        fh.write(text)
+    if record:
+        with open(RESULTS, "a", encoding="utf-8") as fh:
+            fh.write(text)

@@ -1,6 +1,6 @@
 """Convert speed on the real raw files, against a bare pandas/scipy/json read of the same files.
 
-    .venv/bin/python -m benchmarks.convert [--raw ../shared/raw]
+    .venv/bin/python benchmarks/convert.py [--raw ../shared/raw]
 
 For every dataset with real files under RAW: records/s of its converter (parsing, validation,
 record building) and the time of a bare read of the same annotation files (pandas.read_csv of each
@@ -11,6 +11,8 @@ with each dataset's full row count. Target: the full manifest in <= 60 s on 2 co
 
 from __future__ import annotations
 
+import _results  # first: fixes the import path (see there)  # isort: skip
+
 import argparse
 import json
 import tempfile
@@ -20,7 +22,6 @@ from pathlib import Path
 import pandas as pd
 import scipy.io
 
-from benchmarks._results import append
 from facecorpus.converters import pipeline, registry
 from facecorpus.converters.base import Context
 
@@ -90,7 +91,7 @@ def main() -> None:
              f"(median of the >= 10k-row ones where only an excerpt exists), scaled by the whole 2-job run: "
              f"**{est:.0f} s** (target <= 60 s)",
              f"- not measured (no real files): {', '.join(sorted(k for k in skipped if k in FULL_ROWS)) or 'none'}"]
-    append("convert: converters on the real files vs a bare read", rows)
+    _results.append("convert: converters on the real files vs a bare read", rows)
 
 
 if __name__ == "__main__":

@@ -22,25 +22,12 @@ sequence grows, so a shorter baseline understates the ratio (conservative). Need
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
-import sys
-import time
-from pathlib import Path
+import _results  # first: fixes the import path (see there)  # isort: skip
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-# This folder holds tokenize.py, which would shadow the stdlib module inside torch's imports.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-sys.path.insert(0, str(ROOT))
+import argparse
+import time
 
 import torch
-
-try:
-    import facecorpus.trainer
-except ImportError:   # a bare checkout: map the top-level folders into the namespace as pyproject does
-    import facecorpus
-    facecorpus.__path__.append(str(ROOT))
 
 from facecorpus.trainer import generate as gen
 from facecorpus.trainer.config import model_preset
@@ -141,13 +128,8 @@ def main() -> None:
              f"- same greedy tokens in both (first {n} steps): {100 * same:.1f}% of positions (fp32 should give 100%)"]
     if same_paths is not None:
         lines.append(f"- CUDA graph vs eager step, same seed, top-k 70: {100 * same_paths:.1f}% of positions equal (should be 100%)")
-    if args.no_record:
-        print("\n".join(lines))
-        return
-    spec = importlib.util.spec_from_file_location("_results", HERE / "_results.py")
-    results = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(results)
-    results.append(f"generate: KV-cache decoding vs cache-less, {preset} on {args.device}", lines)
+    _results.append(f"generate: KV-cache decoding vs cache-less, {preset} on {args.device}", lines,
+                    record=not args.no_record)
 
 
 if __name__ == "__main__":

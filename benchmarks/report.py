@@ -12,12 +12,7 @@ the ratio. Target: the 2.3M-record manifest in under a minute on 2 cores. The re
 
 from __future__ import annotations
 
-import sys
-
-# `python benchmarks/report.py` puts benchmarks/ first on sys.path, where a script named like a stdlib
-# module (benchmarks/tokenize.py) would shadow it; look there last, only for _results.
-_HERE = sys.path.pop(0)
-sys.path.append(_HERE)
+import _results  # first: fixes the import path (see there)  # isort: skip
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -48,8 +43,6 @@ if ARGS is not None:  # before pyarrow/tokenizers start their thread pools
 
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
-
-from _results import append  # noqa: E402
 
 from facecorpus import textproto  # noqa: E402
 from facecorpus.manifest import write_partition  # noqa: E402
@@ -200,10 +193,7 @@ def main(args) -> None:
              f"- facecorpus report (statistics + report.json + plots + report.html): {report:.2f} s wall, {report_cpu:.2f} s CPU",
              f"- ratio report / scan: {report / scan:.1f}x wall, {report_cpu / scan_cpu:.1f}x CPU; "
              f"target < 60 s wall: {'met' if report < 60 else 'NOT met'}"]
-    if args.no_append:
-        print("\n".join(lines))
-    else:
-        append("report: label statistics of the 2.3M-record manifest", lines)
+    _results.append("report: label statistics of the 2.3M-record manifest", lines, record=not args.no_append)
 
 
 if __name__ == "__main__":

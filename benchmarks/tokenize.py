@@ -25,14 +25,9 @@ Ray the pipeline part is skipped and says so).
 
 from __future__ import annotations
 
-import sys
-
-# This file is named like the standard library's `tokenize`, which `logging` imports: take the
-# script's folder off the import path before anything else is imported, then load _results by path.
-_HERE = sys.path.pop(0) if sys.path and sys.path[0].rstrip("/").endswith("benchmarks") else None
+import _results  # first: this file is named like the stdlib's `tokenize`; _results fixes the path  # isort: skip
 
 import argparse
-import importlib.util
 import logging
 import tempfile
 import time
@@ -45,13 +40,6 @@ from facecorpus.shards.sample import make_manifest, null_vqgan
 
 from facecorpus.preprocess import load_image, preprocess, preprocess_uint8
 from facecorpus.vqgan import load_vqgan
-
-
-def _append(title: str, lines: list[str]) -> None:
-    spec = importlib.util.spec_from_file_location("_results", Path(__file__).with_name("_results.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.append(title, lines)
 
 
 def sync(device: str) -> None:
@@ -173,10 +161,7 @@ def noop(args) -> None:
          f"(100% = no overhead at all); time per image per read CPU {1000 * readers / piped:.2f} ms vs the bare "
          f"loop's {1000 / bare:.2f} ms"),
     ]
-    if not args.no_append:
-        _append("tokenize: pipeline overhead with a no-op encoder vs a bare decode loop", lines)
-    else:
-        print("\n".join(lines))
+    _results.append("tokenize: pipeline overhead with a no-op encoder vs a bare decode loop", lines, record=not args.no_append)
 
 
 def main() -> None:
@@ -244,10 +229,7 @@ def main() -> None:
         f"pipeline / bare: **{100 * piped / ceiling:.0f}%** (GPU target >= 80%)"),
         f"- images in encoder batches that failed and were re-encoded in halves: {retried} (should be 0)",
     ]
-    if not args.no_append:
-        _append("tokenize: Ray pipeline vs bare encoder loop vs one at a time", lines)
-    else:
-        print("\n".join(lines))
+    _results.append("tokenize: Ray pipeline vs bare encoder loop vs one at a time", lines, record=not args.no_append)
 
 
 if __name__ == "__main__":

@@ -17,28 +17,14 @@ trainer/mfu.py; `n/a` for CPUs and unknown GPUs), the speed-up, and how long the
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
-import math
-import sys
-import time
-from pathlib import Path
+import _results  # first: fixes the import path (see there)  # isort: skip
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-# Python puts this folder first on sys.path; a sibling named like a stdlib module (tokenize.py) would
-# then shadow it inside torch's imports. Import siblings by path instead.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-sys.path.insert(0, str(ROOT))
+import argparse
+import math
+import time
 
 import torch
 import torch.nn.functional as F
-
-try:
-    import facecorpus.trainer
-except ImportError:   # a bare checkout: map the top-level folders into the namespace as pyproject does
-    import facecorpus
-    facecorpus.__path__.append(str(ROOT))
 
 from facecorpus.trainer import mfu
 from facecorpus.trainer.config import model_preset
@@ -190,13 +176,7 @@ def main():
         (f"- the paper's 500k x 192 = 96M sequences at this rate: {days:.2f} days on this one device "
          f"(paper: about 15 days on 8 P40s)"),
     ]
-    if not args.no_append:
-        spec = importlib.util.spec_from_file_location("_results", HERE / "_results.py")
-        writer = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(writer)
-        writer.append(f"train: Talk2Face step, {args.preset} on {args.device}", lines)
-    else:
-        print("\n".join(lines))
+    _results.append(f"train: Talk2Face step, {args.preset} on {args.device}", lines, record=not args.no_append)
 
 
 if __name__ == "__main__":
