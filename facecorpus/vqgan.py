@@ -31,6 +31,8 @@ import torch
 from taming.modules.diffusionmodules.model import Decoder, Encoder
 from taming.modules.vqvae.quantize import VectorQuantizer2
 
+from facecorpus.codes import CodeGrid
+
 PRESETS = {
     # name -> (config file in facecorpus/data, bundled weights or None = user supplies them)
     "tiny-f16": ("vqgan-tiny-f16.json", "vqgan-tiny-f16.pt"),
@@ -199,8 +201,15 @@ class VQGAN(torch.nn.Module):
 
     @property
     def grid(self) -> int:
-        """Codes per side for a 256x256 input (16 for f16)."""
-        return self.config["ddconfig"]["resolution"] // 2 ** (len(self.config["ddconfig"]["ch_mult"]) - 1)
+        """Codes per side (16 for f16 at 256x256)."""
+        return self.code_grid.side
+
+    @property
+    def code_grid(self) -> CodeGrid:
+        """Codebook size, codes per side and input resolution, from the config (facecorpus.codes)."""
+        dd = self.config["ddconfig"]
+        return CodeGrid(int(self.config["n_embed"]), dd["resolution"] // 2 ** (len(dd["ch_mult"]) - 1),
+                        int(dd["resolution"]))
 
     @torch.inference_mode()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
