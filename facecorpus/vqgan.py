@@ -261,7 +261,9 @@ def load_vqgan(preset_or_config: str | Path, ckpt: str | Path | None = None, dev
     else:
         _strict_load(model, read_state_dict(path, trust_checkpoint), path)
         ckpt_id = sha256_file(path)
-    model.identity = {"name": config["name"], "config_sha256": config_sha256(config), "checkpoint_sha256": ckpt_id}
+    # The code grid rides with the identity: the cache and index.json record what the codes look like.
+    model.identity = {"name": config["name"], "config_sha256": config_sha256(config), "checkpoint_sha256": ckpt_id,
+                      **model.code_grid.as_dict()}
     model = model.to(device)
     if model.device.type == "cuda":
         # Measured on an H100, ffhq-f16, batch 256 (benchmarks/RESULTS.md): bf16 autocast with

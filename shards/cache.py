@@ -19,6 +19,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from facecorpus.codes import FFHQ_F16
+
 CODES = 256
 IDENTITY = "identity.json"
 CODES_SCHEMA = pa.schema([
@@ -45,6 +47,8 @@ def open_cache(cache: Path, identity: dict, policy: dict) -> Path:
     path = cache / IDENTITY
     if path.exists():
         have = json.loads(path.read_text())
+        # Caches written before identities carried the code grid hold Talk2Face's 1,024 codes on 16x16.
+        have["vqgan"] = {**FFHQ_F16.as_dict(), **have.get("vqgan", {})}
         if have != want:
             raise CacheError(f"{cache} holds codes made with {have['vqgan']} and preprocessing "
                              f"{have['preprocess'].get('name')}; this run uses {identity} and "

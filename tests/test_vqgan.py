@@ -33,7 +33,8 @@ def test_tiny_contract_and_identity(tiny, images):
     assert torch.equal(tiny.decode(codes.reshape(3, 256)), out)
     cfg, path = vq.resolve("tiny-f16", None)
     assert tiny.identity == {"name": "tiny-f16", "config_sha256": vq.config_sha256(cfg),
-                             "checkpoint_sha256": vq.sha256_file(path)}
+                             "checkpoint_sha256": vq.sha256_file(path),
+                             "codebook_size": 1024, "grid": [16, 16], "resolution": 256}
     assert "pytorch_lightning" not in sys.modules and "torchvision" not in sys.modules
 
 
