@@ -16,7 +16,7 @@ from facecorpus.vocab import VOCAB_SHA256
 FORMAT = "facecorpus-shards/1"
 INDEX = "index.json"
 KEYS = ("format", "seed", "samples_per_shard", "preprocess", "vqgan", "text_vocab", "shards", "counts")
-VQGAN_KEYS = ("name", "config_sha256", "checkpoint_sha256")
+VQGAN_KEYS = ("name", "config_sha256", "checkpoint_sha256", "codebook_size", "grid", "resolution")
 
 
 class IndexError_(ValueError):
