@@ -157,7 +157,10 @@ class NullVQGAN:
     fast = False
 
     def __init__(self):
-        self.identity = {"name": "null-encoder", "config_sha256": "null", "checkpoint_sha256": "null"}
+        from facecorpus.codes import FFHQ_F16
+
+        self.identity = {"name": "null-encoder", "config_sha256": "null", "checkpoint_sha256": "null",
+                         **FFHQ_F16.as_dict()}
 
     @property
     def device(self):
