@@ -21,6 +21,16 @@ IMAGE_OFFSET = TEXT_VOCAB_SIZE          # image code c has id 30522 + c
 VOCAB_SIZE = TEXT_VOCAB_SIZE + IMAGE_CODES  # 31,546
 
 
+def vocab_size(codebook_size: int) -> int:
+    """Ids of a model over this codebook: the WordPiece ids, then one per code (1,024 codes: 31,546)."""
+    return TEXT_VOCAB_SIZE + codebook_size
+
+
+def image_rows(codebook_size: int) -> slice:
+    """The ids of the image codes, as a slice of the vocabulary."""
+    return slice(IMAGE_OFFSET, vocab_size(codebook_size))
+
+
 def vocab_path() -> str:
     return str(resources.files("facecorpus") / "data" / VOCAB_FILE)
 
