@@ -1,0 +1,217 @@
+"""GPTFace batches: records -> masked sequences, MILM targets, ITM labels and each position's modality.
+
+A record is `{key, image_id, codes (side x side uint16), text}`. Each becomes
+
+    [CLS] image codes (span-masked) [SEP] text ids (span-masked, at most max_text) [PAD ...]
+
+Half the rows (B // 2, chosen at random) are ITM negatives: they keep their image but take the text
+of another row that shows another image (another image_id, so never a second record of the same
+photo) and says something else (another text). Both kinds of row are masked the same way, so ITM
+learns on the masked input it will see when generation scores a half-decoded image; only matched
+rows carry MILM targets, because predicting a face from a caption of another face teaches wrong
+associations (docs/gptface.md).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+
+from facecorpus import vocab
+from facecorpus.codes import CodeGrid
+
+from .generate import FIRST_WORDPIECE
+from .gptface_masking import (IMAGE_STREAM, ITM_STREAM, TEXT_STREAM, MaskingConfig, image_budget, image_mask_count,
+                              image_span_mask, sample_rng, text_span_mask)
+from .sequences import continuation_ids
+
+OTHER, IMAGE, TEXT = 0, 1, 2   # a position's modality: [CLS], [SEP] and padding / an image code / a text id
+IGNORE = -100                  # target of a position without a MILM loss (cross_entropy's ignore_index)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each part of a GPTFace sequence sits, for one code grid and text length."""
+    grid: CodeGrid
+    max_text: int = 64
+
+    @property
+    def text_start(self) -> int:
+        return 2 + self.grid.count          # after [CLS], the codes and [SEP]
+
+    @property
+    def length(self) -> int:
+        return self.text_start + self.max_text
+
+    def modality(self, width: int) -> np.ndarray:
+        """uint8 [width]: OTHER at [CLS] and [SEP], IMAGE on the codes, TEXT from the text start on."""
+        m = np.full(width, TEXT, dtype=np.uint8)
+        m[0] = m[self.text_start - 1] = OTHER
+        m[1:self.text_start - 1] = IMAGE
+        return m
+
+
+@functools.lru_cache(maxsize=4)
+def allowed_ids(codebook_size: int) -> torch.Tensor:
+    """Bool [3, V], indexed by modality: the ids a position of that modality may produce. Image
+    positions: the codebook's ids only; text positions: real WordPiece ids only (never [PAD], [CLS],
+    [SEP], [MASK], [UNK] or the [unused*] slots). OTHER rows are never predicted; left unrestricted."""
+    table = torch.zeros(3, vocab.vocab_size(codebook_size), dtype=torch.bool)
+    table[OTHER] = True
+    table[IMAGE, vocab.image_rows(codebook_size)] = True
+    table[TEXT, FIRST_WORDPIECE:vocab.TEXT_VOCAB_SIZE] = True
+    return table
+
+
+def restrict_logits(logits: torch.Tensor, modality: torch.Tensor, codebook_size: int) -> torch.Tensor:
+    """Logits [..., V] with -inf wherever the position's modality [...] forbids the id."""
+    allowed = allowed_ids(codebook_size).to(logits.device)[modality.long()]
+    return logits.masked_fill(~allowed, float("-inf"))
+
+
+@functools.lru_cache(maxsize=1)
+def _continuation_table() -> np.ndarray:
+    table = np.zeros(vocab.TEXT_VOCAB_SIZE, dtype=bool)
+    table[list(continuation_ids())] = True
+    return table
+
+
+def truncate_words(ids: list[int], limit: int) -> tuple[list[int], int]:
+    """`ids` cut to at most `limit` without splitting a word (one word longer than `limit` is cut
+    inside) -> (ids, how many were dropped)."""
+    if len(ids) <= limit:
+        return ids, 0
+    cut = limit
+    while cut > 0 and _continuation_table()[ids[cut]]:   # back off to the start of the word that would be split
+        cut -= 1
+    cut = cut or limit
+    return ids[:cut], len(ids) - cut
+
+
+def itm_donors(image_ids: Sequence[str], texts: Sequence[str], keys: Sequence[str],
+               rng: np.random.Generator) -> np.ndarray:
+    """Row whose text each row gets: itself for the matched half, for the B // 2 negatives (chosen at
+    random) a random row with another image_id and another text."""
+    img, txt = np.asarray(image_ids, dtype=object), np.asarray(texts, dtype=object)
+    eligible = (img[:, None] != img[None, :]) & (txt[:, None] != txt[None, :])
+    donors = np.arange(len(img))
+    for row in np.sort(rng.permutation(len(img))[:len(img) // 2]):
+        choices = np.flatnonzero(eligible[row])
+        if not len(choices):
+            raise ValueError(_no_negative(row, img, keys))
+        donors[row] = rng.choice(choices)
+    return donors
+
+
+def _no_negative(row: int, img: np.ndarray, keys: Sequence[str]) -> str:
+    if (img == img[row]).all():
+        why = f"all {len(img)} records of the batch show image {str(img[row])[:100]!r}"
+    else:
+        why = "every record of another image in the batch has the same text"
+    return (f"{str(keys[row])[:100]}: no ITM negative possible: {why}; ITM needs records of at least two images "
+            f"with different texts in every micro-batch (shuffle the shards, or raise the micro-batch size)")
+
+
+@dataclass
+class GPTFaceBatch:
+    ids: torch.Tensor          # [B, W] long: the masked sequences, [PAD] (0) after the text
+    pad: torch.Tensor          # [B, W] bool: True at padding
+    targets: torch.Tensor      # [B, W] long: the true id at masked positions of matched rows, IGNORE elsewhere
+    index: torch.Tensor        # [N] long: flat positions (b * W + t) of the targets, found here on the host
+    modality: torch.Tensor     # [B, W] uint8: OTHER / IMAGE / TEXT
+    itm: torch.Tensor          # [B] float: 1 = the row keeps its own text, 0 = another image's text
+    padded: bool               # whether any row is padded (if not, attention runs with no mask)
+    image_budget: float        # the image mask budget of this step (a fraction of the grid)
+    keys: list[str]
+    stats: Counter             # texts truncated and text ids dropped
+
+    @property
+    def attention_pad(self) -> torch.Tensor | None:
+        """The padding mask for the model, None when nothing is padded."""
+        return self.pad if self.padded else None
+
+    def to(self, device, non_blocking: bool = False) -> GPTFaceBatch:
+        moved = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name, value in moved.items():
+            if isinstance(value, torch.Tensor):
+                moved[name] = value.to(device, non_blocking=non_blocking)
+        return GPTFaceBatch(**moved)
+
+
+class GPTFaceBatcher:
+    """Builds GPTFace batches for one layout, masking schedule and run seed.
+
+    `build(records, step, first_position)`: record i is the sample at `first_position + i` of
+    optimizer step `step`'s global batch; its masks depend on (seed, step, position) only.
+    """
+
+    def __init__(self, layout: Layout, masking: MaskingConfig, seed: int, pad_to_multiple: int = 8):
+        self.layout, self.masking, self.seed, self.pad_to_multiple = layout, masking, seed, pad_to_multiple
+
+    def build(self, records: Sequence[dict], step: int, first_position: int) -> GPTFaceBatch:
+        keys, image_ids, codes, texts = self._check(records)
+        stats: Counter = Counter()
+        text_ids = []
+        for ids in vocab.encode_batch(texts):
+            kept, dropped = truncate_words(ids, self.layout.max_text)
+            stats["texts truncated"] += dropped > 0
+            stats["text ids dropped"] += dropped
+            text_ids.append(kept)
+        donors = itm_donors(image_ids, texts, keys, sample_rng(self.seed, step, first_position, ITM_STREAM))
+        budget = image_budget(step, self.masking)
+        n_image = image_mask_count(budget, self.layout.grid.count)
+        rows = [self._row(codes[i], text_ids[donors[i]], n_image, step, first_position + i, donors[i] == i)
+                for i in range(len(records))]
+        return self._collate(rows, donors, budget, keys, stats)
+
+    def _check(self, records: Sequence[dict]) -> tuple[list[str], list[str], list[np.ndarray], list[str]]:
+        keys, image_ids, codes, texts = [], [], [], []
+        for n, r in enumerate(records):
+            key = str(r.get("key", f"record {n} of the batch"))[:200]
+            missing = [f for f in ("key", "image_id", "codes", "text") if f not in r]
+            if missing:
+                raise ValueError(f"{key}: record lacks {', '.join(missing)}")
+            c = np.asarray(r["codes"])
+            problem = self.layout.grid.problem(c)
+            if problem:
+                raise ValueError(f"{key}: {problem}")
+            if not str(r["text"]).strip():
+                raise ValueError(f"{key}: empty text")
+            keys.append(key)
+            image_ids.append(str(r["image_id"]))
+            codes.append(c)
+            texts.append(str(r["text"]))
+        return keys, image_ids, codes, texts
+
+    def _row(self, codes: np.ndarray, text: list[int], n_image: int, step: int, position: int,
+             matched: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(masked ids, targets) of one sequence."""
+        grid = self.layout.grid
+        image_mask = image_span_mask(grid.side, n_image, sample_rng(self.seed, step, position, IMAGE_STREAM)).reshape(-1)
+        text_arr = np.asarray(text, dtype=np.int64)
+        text_mask = text_span_mask(_continuation_table()[text_arr], self.masking,
+                                   sample_rng(self.seed, step, position, TEXT_STREAM))
+        truth = np.concatenate([[vocab.CLS], vocab.IMAGE_OFFSET + codes.reshape(-1).astype(np.int64), [vocab.SEP], text_arr])
+        masked = np.concatenate([[False], image_mask, [False], text_mask])
+        targets = np.where(masked, truth, IGNORE) if matched else np.full(len(truth), IGNORE)
+        return np.where(masked, vocab.MASK, truth), targets
+
+    def _collate(self, rows, donors: np.ndarray, budget: float, keys: list[str], stats: Counter) -> GPTFaceBatch:
+        longest = max(len(ids) for ids, _ in rows)
+        width = min(-(-longest // self.pad_to_multiple) * self.pad_to_multiple, self.layout.length)
+        ids = np.full((len(rows), width), vocab.PAD, dtype=np.int64)
+        targets = np.full((len(rows), width), IGNORE, dtype=np.int64)
+        pad = np.ones((len(rows), width), dtype=bool)
+        for r, (row_ids, row_targets) in enumerate(rows):
+            ids[r, :len(row_ids)], targets[r, :len(row_ids)], pad[r, :len(row_ids)] = row_ids, row_targets, False
+        modality = np.where(pad, OTHER, self.layout.modality(width)[None, :]).astype(np.uint8)
+        return GPTFaceBatch(
+            ids=torch.from_numpy(ids), pad=torch.from_numpy(pad), targets=torch.from_numpy(targets),
+            index=torch.from_numpy(np.flatnonzero(targets.reshape(-1) != IGNORE)),
+            modality=torch.from_numpy(modality), itm=torch.from_numpy((donors == np.arange(len(rows))).astype(np.float32)),
+            padded=bool(pad.any()), image_budget=budget, keys=keys, stats=stats)
