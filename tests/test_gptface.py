@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from facecorpus.trainer.gptface import GPTFace, GPTFaceConfig, gptface_preset
+from facecorpus.trainer.gptface import GPTFace, GPTFaceConfig, gptface_preset, param_summary
 from facecorpus.trainer.gptface_batch import (IGNORE, IMAGE, OTHER, TEXT, GPTFaceBatcher, Layout, allowed_ids,
                                               itm_donors, restrict_logits, truncate_words)
 from facecorpus.trainer.gptface_loss import gptface_loss, summarize
@@ -59,7 +59,7 @@ def test_vocab_layout_is_a_function_of_the_codebook():
 def test_parameter_counts_are_pinned(grid, d_ff, expected):
     with torch.device("meta"):   # shapes only: no 110M-parameter initialisation on the CPU
         model = GPTFace(gptface_preset("gptface-base", grid, d_ff=d_ff))
-    assert model.num_params() == expected
+    assert model.num_params() == expected and f"({expected:,}) over {grid.codebook_size:,} codes" in param_summary(model)
     blocks = sum(p.numel() for p in model.blocks.parameters())
     assert blocks == 12 * (4 * 768 * 769 + 2 * 2 * 768 + 768 * 2 * d_ff + 2 * d_ff + d_ff * 768 + 768)
 
@@ -298,7 +298,7 @@ def test_padding_never_changes_the_outputs_of_other_positions():
 
 def test_logits_at_index_equal_the_full_logits():
     model = tiny(SMALL_GRID).eval()
-    batch = batcher(SMALL_GRID).build(records(SMALL_GRID, 4), 0, 0)
+    batch = batcher(SMALL_GRID).build(records(SMALL_GRID, 4), 0, 0).to("cpu")
     full = model(batch.ids, batch.attention_pad)
     part = model(batch.ids, batch.attention_pad, batch.index)
     torch.testing.assert_close(part.logits, full.logits.reshape(-1, full.logits.shape[-1])[batch.index])

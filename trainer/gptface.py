@@ -191,12 +191,11 @@ class GPTFace(nn.Module):
         limits the vocabulary projection to those positions: it is the largest matrix product of the
         model, and only the masked positions carry a loss."""
         h = self.hidden(ids, pad)
-        if index is not None:
-            return GPTFaceOutput(self.token_logits(h.reshape(-1, h.shape[-1]).index_select(0, index)), self.itm_logit(h))
-        return GPTFaceOutput(self.token_logits(h), self.itm_logit(h))
+        at = h if index is None else h.reshape(-1, h.shape[-1]).index_select(0, index)
+        return GPTFaceOutput(self.token_logits(at), self.itm_logit(h))
 
 
 def param_summary(model: GPTFace) -> str:
-    n = model.num_params()
-    return f"{n / 1e6:.1f}M parameters ({n:,}) over {model.cfg.codebook_size:,} codes on {model.cfg.grid_side}x{model.cfg.grid_side}"
+    n, cfg = model.num_params(), model.cfg
+    return f"{n / 1e6:.1f}M parameters ({n:,}) over {cfg.codebook_size:,} codes on {cfg.grid_side}x{cfg.grid_side}"
 

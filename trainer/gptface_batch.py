@@ -191,12 +191,12 @@ class GPTFaceBatcher:
     def _row(self, codes: np.ndarray, text: list[int], n_image: int, step: int, position: int,
              matched: bool) -> tuple[np.ndarray, np.ndarray]:
         """(masked ids, targets) of one sequence."""
-        grid = self.layout.grid
-        image_mask = image_span_mask(grid.side, n_image, sample_rng(self.seed, step, position, IMAGE_STREAM)).reshape(-1)
+        image_rng, text_rng = (sample_rng(self.seed, step, position, s) for s in (IMAGE_STREAM, TEXT_STREAM))
+        image_mask = image_span_mask(self.layout.grid.side, n_image, image_rng).reshape(-1)
         text_arr = np.asarray(text, dtype=np.int64)
-        text_mask = text_span_mask(_continuation_table()[text_arr], self.masking,
-                                   sample_rng(self.seed, step, position, TEXT_STREAM))
-        truth = np.concatenate([[vocab.CLS], vocab.IMAGE_OFFSET + codes.reshape(-1).astype(np.int64), [vocab.SEP], text_arr])
+        text_mask = text_span_mask(_continuation_table()[text_arr], self.masking, text_rng)
+        image = vocab.IMAGE_OFFSET + codes.reshape(-1).astype(np.int64)
+        truth = np.concatenate([[vocab.CLS], image, [vocab.SEP], text_arr])
         masked = np.concatenate([[False], image_mask, [False], text_mask])
         targets = np.where(masked, truth, IGNORE) if matched else np.full(len(truth), IGNORE)
         return np.where(masked, vocab.MASK, truth), targets
@@ -208,10 +208,12 @@ class GPTFaceBatcher:
         targets = np.full((len(rows), width), IGNORE, dtype=np.int64)
         pad = np.ones((len(rows), width), dtype=bool)
         for r, (row_ids, row_targets) in enumerate(rows):
-            ids[r, :len(row_ids)], targets[r, :len(row_ids)], pad[r, :len(row_ids)] = row_ids, row_targets, False
+            n = len(row_ids)
+            ids[r, :n], targets[r, :n], pad[r, :n] = row_ids, row_targets, False
         modality = np.where(pad, OTHER, self.layout.modality(width)[None, :]).astype(np.uint8)
+        matched = (donors == np.arange(len(rows))).astype(np.float32)
         return GPTFaceBatch(
             ids=torch.from_numpy(ids), pad=torch.from_numpy(pad), targets=torch.from_numpy(targets),
             index=torch.from_numpy(np.flatnonzero(targets.reshape(-1) != IGNORE)),
-            modality=torch.from_numpy(modality), itm=torch.from_numpy((donors == np.arange(len(rows))).astype(np.float32)),
+            modality=torch.from_numpy(modality), itm=torch.from_numpy(matched),
             padded=bool(pad.any()), image_budget=budget, keys=keys, stats=stats)
