@@ -75,15 +75,14 @@ def evaluate(ckpt, shards, tasks, split, limit, rank, caption_dataset, no_meteor
 
 def same_vqgan(ckpt: Path, shards: Path) -> None:
     """Codes of another VQGAN mean nothing to a model: refuse shards made with a different one."""
-    from facecorpus.shards import index as index_mod
+    from facecorpus.shards import format as fmt
 
     from .released import recorded_vqgan
 
-    trained = recorded_vqgan(ckpt).get("checkpoint_sha256")
-    used = index_mod.read(shards)["vqgan"].get("checkpoint_sha256")
-    if trained and used and trained != used:
-        raise click.ClickException(f"{ckpt} was trained on codes of VQGAN {trained[:12]}..., but {shards} holds codes "
-                                   f"of VQGAN {used[:12]}...: re-shard with the training VQGAN")
+    try:
+        fmt.read_index(shards).check_identity({"vqgan": recorded_vqgan(ckpt)}, f"{ckpt}'s training shards")
+    except fmt.FormatError as err:
+        raise click.ClickException(str(err)) from None
 
 
 def _one(task: str, model, a: dict, progress) -> dict:
