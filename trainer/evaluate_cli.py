@@ -46,6 +46,8 @@ def evaluate(ckpt, shards, tasks, split, limit, rank, caption_dataset, no_meteor
 
     Writes OUT/eval.json (every score, sample counts, a few example answers) and OUT/eval.md (tables
     laid out like the paper's Tables 2-4, with its numbers in the first row)."""
+    from facecorpus.shards import format as fmt
+
     from .generate import GenerationError
     from .metrics import MetricsError
     from .released import open_model
@@ -64,7 +66,7 @@ def evaluate(ckpt, shards, tasks, split, limit, rank, caption_dataset, no_meteor
         with progress_bar(console) as progress:
             for task in tasks:
                 results[task] = _one(task, model, locals(), progress)
-    except (ev.EvaluationError, MetricsError, GenerationError, FileNotFoundError) as err:
+    except (ev.EvaluationError, fmt.FormatError, MetricsError, GenerationError, FileNotFoundError) as err:
         raise click.ClickException(str(err)) from err
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(results, indent=2, ensure_ascii=False, default=str))

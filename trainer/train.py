@@ -157,7 +157,7 @@ def _train(cfg: RunConfig, run: Path, rank: int, world: int, device: torch.devic
     width = -(-cfg.data.seq_len // cfg.data.pad_to_multiple) * cfg.data.pad_to_multiple
     spec = StreamSpec(cfg.data.shards, cfg.data.split, cfg.data.seq_len, width, cfg.data.micro_batch,
                       cfg.data.num_workers, cfg.data.shuffle_shards, cfg.data.loss_on, cfg.train.seed,
-                      rank, world, batches)
+                      rank, world, batches, cfg.data.check_sha256)
     loader = make_loader(spec)
     amp = autocast_dtype(cfg, device)
     peak = mfu.device_peak(device)
