@@ -289,25 +289,21 @@ def _filters(manifest: Path, summary: dict | None, records: dict) -> dict:
 
 
 def _shards(shards: Path) -> dict:
-    from facecorpus.shards import index as shard_index  # the shard writer's own reader and checks
+    from facecorpus.shards import format as fmt  # the one reader of index.json, with all its checks
 
-    index = shard_index.read(shards)
-    path = shards / shard_index.INDEX
+    index = fmt.read_index(shards)
     by_split, by_split_kind = {}, {}
-    for i, s in enumerate(index.get("shards", [])):
-        missing = [k for k in ("path", "split", "kind", "count", "bytes") if k not in s]
-        if missing:
-            raise ValueError(f"{path}: shards[{i}] lacks {missing}")
-        for bucket, name in ((by_split, s["split"]), (by_split_kind, f"{s['split']}/{s['kind']}")):
+    for s in index.shards:
+        for bucket, name in ((by_split, s.split), (by_split_kind, f"{s.split}/{s.kind}")):
             b = bucket.setdefault(name, {"shards": 0, "samples": 0, "bytes": 0})
             b["shards"] += 1
-            b["samples"] += int(s["count"])
-            b["bytes"] += int(s["bytes"])
+            b["samples"] += s.count
+            b["bytes"] += s.bytes
+    d = index.data
     return {
-        "format": index.get("format"), "seed": index.get("seed"), "samples_per_shard": index.get("samples_per_shard"),
-        "preprocess": index.get("preprocess"),
-        "tokenizers": {"vqgan": index.get("vqgan"), "text_vocab": index.get("text_vocab")},
+        "format": d["format"], "seed": d["seed"], "samples_per_shard": d["samples_per_shard"],
+        "preprocess": d["preprocess"], "tokenizers": {"vqgan": d["vqgan"], "text_vocab": d["text_vocab"]},
         "by_split": by_split, "by_split_kind": by_split_kind,
-        "shards": [{k: s[k] for k in ("path", "split", "kind", "count", "bytes")} for s in index.get("shards", [])],
-        "counts": index.get("counts"),
+        "shards": [{k: getattr(s, k) for k in ("path", "split", "kind", "count", "bytes")} for s in index.shards],
+        "counts": d["counts"],
     }

@@ -122,8 +122,9 @@ def shard(manifest, cache, out, samples_per_shard, seed):
 @click.command()
 @click.argument("shards", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def verify(shards):
-    """Re-read every shard listed in SHARDS/index.json: bytes, sha256, sample counts, and that every
-    sample's npy, json and txt decode. Exits 1 and lists the problems if any."""
+    """Re-read every shard listed in SHARDS/index.json: paths inside SHARDS, bytes, sha256, sample
+    counts, unique keys, and that every sample holds exactly its npy, json and txt and they decode.
+    Exits 1 and lists the problems if any."""
     from facecorpus.shards.verify import verify as run
 
     console = Console(stderr=True)
@@ -135,6 +136,7 @@ def verify(shards):
     console.print(table(f"verify {shards}", {k: v for k, v in report.items() if k != "problems"} |
                         {"problems": len(report["problems"])}))
     for p in report["problems"][:50]:
-        console.print(f"[red]{p}")
+        # Unwrapped, so paths can be copied; no markup: problems quote names read from the shards.
+        console.print(p, style="red", markup=False, highlight=False, soft_wrap=True)
     if report["problems"]:
         sys.exit(1)

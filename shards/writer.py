@@ -1,79 +1,36 @@
 """`facecorpus shard`: records joined with their image codes, shuffled, written as WebDataset tars.
 
     <out>/<split>/<kind>-NNNNNN.tar   exactly N samples each except the last of a (split, kind)
-    <out>/index.json                  written last (index.py)
+    <out>/index.json                  written last
 
-The same manifest, cache and seed give byte-identical tars: records are sorted by key before a
-seeded global permutation, members are written in a fixed order (json, npy, txt) with mtime 0,
-owner 0/0 and mode 0444. Each tar is written under `.tmp` and renamed, so a killed run never leaves
-a truncated tar under a shard's name; index.json is removed first and written last, so a folder
-with an index.json is always complete.
+What a sample and index.json hold is format.py's; this module decides which samples go where. The
+same manifest, cache and seed give byte-identical tars: records are sorted by key before a seeded
+global permutation, and format.write_tar writes members in a fixed order with fixed metadata. Each
+tar is published atomically, so a killed run never leaves a truncated tar under a shard's name;
+index.json is removed first and written last, so a folder with an index.json is always complete.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
-import os
-import tarfile
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 from facecorpus.shards import cache as cache_mod
-from facecorpus.shards import index as index_mod
+from facecorpus.shards import format as fmt
 from facecorpus.shards import ledger
 
 from facecorpus import manifest as mf
+from facecorpus.atomic import sweep
+from facecorpus.codes import CodeGrid
 from facecorpus.records import KINDS, SPLITS
-
-GRID = 16
-MEMBER_ORDER = ("json", "npy", "txt")
 
 
 class ShardError(ValueError):
     """Inputs that cannot be sharded as asked; the message names what is missing."""
 
 
-def sample_key(record_key: str) -> str:
-    return record_key.replace("/", "-")
-
-
-def npy_bytes(codes: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(codes, dtype="<u2").reshape(GRID, GRID), allow_pickle=False)
-    return buf.getvalue()
-
-
-def sample_members(rec: dict, codes: np.ndarray) -> dict[str, bytes]:
-    meta = {"key": rec["key"], "dataset": rec["dataset"], "split": rec["split"], "kind": rec["kind"],
-            "image_id": rec["image_id"], "labels": json.loads(rec["labels"])}
-    return {"json": json.dumps(meta, ensure_ascii=False, sort_keys=True).encode(),
-            "npy": npy_bytes(codes), "txt": rec["text"].encode()}
-
-
-def write_tar(path: Path, samples: list[tuple[str, dict[str, bytes]]]) -> tuple[int, str]:
-    """Write `samples` to `path` atomically; return (bytes, sha256)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        with tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            for key, members in samples:
-                for ext in MEMBER_ORDER:
-                    data = members[ext]
-                    info = tarfile.TarInfo(f"{key}.{ext}")
-                    info.size, info.mtime, info.mode = len(data), 0, 0o444
-                    info.uid = info.gid = 0
-                    info.uname = info.gname = ""
-                    tar.addfile(info, io.BytesIO(data))
-        f.flush()
-        os.fsync(f.fileno())
-    data = tmp.read_bytes()
-    os.replace(tmp, path)
-    return len(data), hashlib.sha256(data).hexdigest()
-
-
-def join(manifest: Path, cache: Path) -> tuple[pa.Table, np.ndarray, dict, np.ndarray]:
+def join(manifest: Path, cache: Path, grid: CodeGrid) -> tuple[pa.Table, np.ndarray, dict, np.ndarray]:
     """Records sorted by key, the row of each one's codes (-1: image ledgered), counts, the codes.
     A record whose image is neither cached nor ledgered stops the run: tokenize is unfinished."""
     table = mf.read_table(Path(manifest), columns=["key", "dataset", "split", "kind", "image_id", "text", "labels"])
@@ -87,19 +44,12 @@ def join(manifest: Path, cache: Path) -> tuple[pa.Table, np.ndarray, dict, np.nd
     if absent:
         raise ShardError(f"{len(absent)} images of {manifest} are neither in the token cache {cache} nor in "
                          f"its ledger (e.g. {absent[:3]}): run `facecorpus tokenize` on this manifest first")
-    flat = codes.column("codes").combine_chunks().flatten().to_numpy().reshape(-1, cache_mod.CODES) if len(codes) \
-        else np.zeros((0, cache_mod.CODES), np.uint16)
+    flat = codes.column("codes").combine_chunks().flatten().to_numpy().reshape(-1, grid.count) if len(codes) \
+        else np.zeros((0, grid.count), np.uint16)
     counts = {"records": len(ids), "skipped_ledgered_image": int((rows < 0).sum()),
               "images": len({i for i, r in zip(ids, rows) if r >= 0}),
               "ledgered_images": len({i for i, r in zip(ids, rows) if r < 0})}
     return table, rows, counts, flat
-
-
-def _clean(out: Path) -> None:
-    (out / index_mod.INDEX).unlink(missing_ok=True)  # first: a folder with an index is complete
-    for split in SPLITS:
-        for tmp in (out / split).glob("*.tmp"):
-            tmp.unlink()
 
 
 def shard(manifest: Path, cache: Path, out: Path, samples_per_shard: int = 1000, seed: int = 0,
@@ -107,35 +57,44 @@ def shard(manifest: Path, cache: Path, out: Path, samples_per_shard: int = 1000,
     if samples_per_shard < 1:
         raise ShardError(f"--samples-per-shard must be >= 1, got {samples_per_shard}")
     identity = cache_mod.read_identity(cache)
-    table, rows, counts, flat = join(manifest, cache)
+    grid = fmt.grid_of(identity["vqgan"], f"{Path(cache) / cache_mod.IDENTITY}: vqgan")
+    table, rows, counts, flat = join(manifest, cache, grid)
+    recs = table.to_pylist()
+    samples = [(recs[i], flat[rows[i]]) for i in np.flatnonzero(rows >= 0)]
+    return write(out, samples, identity, grid, counts, samples_per_shard, seed, progress)
+
+
+def write(out: Path, samples: list[tuple[dict, np.ndarray]], identity: dict, grid: CodeGrid, counts: dict,
+          samples_per_shard: int = 1000, seed: int = 0, progress=None) -> dict:
+    """Sort (record, codes) pairs by key, shuffle them with `seed`, write them as tars of
+    `samples_per_shard` per (split, kind), then index.json; returns index.json's counts.
+    `identity` is the token cache's ({vqgan, preprocess}); `counts` the join's."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _clean(out)
-    keep = np.flatnonzero(rows >= 0)
-    order = keep[np.random.default_rng(seed).permutation(len(keep))]  # the global shuffle
-    recs = table.to_pylist()
+    (out / fmt.INDEX).unlink(missing_ok=True)  # first: a folder with an index is complete
+    for split in SPLITS:
+        if (out / split).is_dir():
+            sweep(out / split)   # what a killed run left half-written
+    samples = sorted(samples, key=lambda s: s[0]["key"])
     groups: dict[tuple[str, str], list[int]] = {(s, k): [] for s in SPLITS for k in KINDS}
-    for i in order:  # one pass; each group keeps the shuffled order
-        groups[recs[i]["split"], recs[i]["kind"]].append(i)
-    plan = []
+    for i in np.random.default_rng(seed).permutation(len(samples)):  # the global shuffle; groups keep its order
+        groups[samples[i][0]["split"], samples[i][0]["kind"]].append(i)
+    task = progress.add_task("shard", total=len(samples)) if progress else None
+    shards = []
     for (split, kind), group in groups.items():
         for n, start in enumerate(range(0, len(group), samples_per_shard)):
-            plan.append((split, kind, n, group[start:start + samples_per_shard]))
-    task = progress.add_task("shard", total=len(keep)) if progress else None
-    shards = []
-    for split, kind, n, members in plan:
-        rel = f"{split}/{kind}-{n:06d}.tar"
-        (out / split).mkdir(exist_ok=True)
-        samples = [(sample_key(recs[i]["key"]), sample_members(recs[i], flat[rows[i]])) for i in members]
-        size, sha = write_tar(out / rel, samples)
-        shards.append({"path": rel, "split": split, "kind": kind, "count": len(members), "bytes": size, "sha256": sha})
-        if progress:
-            progress.advance(task, len(members))
-    _remove_stale(out, {s["path"] for s in shards})
-    by = {f"{s}/{k}": sum(x["count"] for x in shards if x["split"] == s and x["kind"] == k)
-          for s in SPLITS for k in KINDS}
-    counts = {**counts, "samples": len(keep), "shards": len(shards), "by_split_kind": by}
-    index_mod.write(out, index_mod.build(seed, samples_per_shard, identity["preprocess"], identity["vqgan"], shards, counts))
+            members = group[start:start + samples_per_shard]
+            rel = f"{split}/{kind}-{n:06d}.tar"
+            (out / split).mkdir(exist_ok=True)
+            size, sha = fmt.write_tar(out / rel, [fmt.encode(*samples[i], grid) for i in members])
+            shards.append(fmt.ShardEntry(rel, split, kind, len(members), size, sha))
+            if progress:
+                progress.advance(task, len(members))
+    _remove_stale(out, {s.path for s in shards})
+    by = {f"{s}/{k}": len(groups[s, k]) for s in SPLITS for k in KINDS}
+    counts = {**counts, "samples": len(samples), "shards": len(shards), "by_split_kind": by}
+    fmt.write_index(out, fmt.build_index(seed, samples_per_shard, identity["preprocess"], identity["vqgan"], grid,
+                                         shards, counts))
     return counts
 
 

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from facecorpus.reports import demo, labelstats, render, stats, table1
 from facecorpus.reports.cli import report as report_cmd
 from rich.console import Console
+from shardkit import stream_shards
 
 from facecorpus import vocab
 from facecorpus.manifest import to_table, write_partition
@@ -154,21 +155,13 @@ def test_filters_and_ledger(report):
 
 def test_cli_writes_json_and_html(tmp_path):
     manifest = build_manifest(tmp_path)
-    shards = tmp_path / "shards"
-    shards.mkdir()
-    (shards / "index.json").write_text(json.dumps({
-        "format": "facecorpus-shards/1", "seed": 7, "samples_per_shard": 2, "preprocess": {"size": 256},
-        "vqgan": {"name": "tiny", "config_sha256": "a" * 64, "checkpoint_sha256": "b" * 64},
-        "text_vocab": {"name": "bert-base-uncased", "sha256": vocab.VOCAB_SHA256},
-        "shards": [{"path": "train/caption-000000.tar", "split": "train", "kind": "caption", "count": 2, "bytes": 4096, "sha256": "c"},
-                   {"path": "train/caption-000001.tar", "split": "train", "kind": "caption", "count": 1, "bytes": 2048, "sha256": "d"},
-                   {"path": "test/attributes-000000.tar", "split": "test", "kind": "attributes", "count": 2, "bytes": 3000, "sha256": "e"}],
-        "counts": {"samples": 5}}))
+    shards = stream_shards(tmp_path / "shards", {"caption": 3, "attributes": 2}, 2)   # real shards, by the writer
+    train_bytes = sum(s["bytes"] for s in json.loads((shards / "index.json").read_text())["shards"])
     out = tmp_path / "report"
     result = CliRunner().invoke(report_cmd, [str(manifest), "--shards", str(shards), "--out", str(out)])
     assert result.exit_code == 0, result.output
     data = json.loads((out / "report.json").read_text())
-    assert data["shards"]["by_split"]["train"] == {"shards": 2, "samples": 3, "bytes": 6144}
+    assert data["shards"]["by_split"]["train"] == {"shards": 3, "samples": 5, "bytes": train_bytes}
     assert data["shards"]["tokenizers"]["text_vocab"]["sha256"] == vocab.VOCAB_SHA256
     html = (out / "report.html").read_text()
     assert "<svg" in html and not re.search(r"(?:src|href)\s*=\s*[\"']?(?:https?:)?//", html)  # nothing to fetch

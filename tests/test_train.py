@@ -13,7 +13,7 @@ import torch
 from facecorpus.trainer import checkpoint
 from facecorpus.trainer.config import RunConfig
 from facecorpus.trainer.train_cli import resolve_config
-from test_stream import write_shards
+from shardkit import stream_shards
 
 BIN = Path(sys.executable).parent
 # 2 ranks x micro-batch 4 x 2 accumulation steps = 16 per step; dropout on so RNG state matters.
@@ -36,8 +36,8 @@ def losses(run: Path) -> dict[int, float]:
 
 @pytest.mark.slow
 def test_kill_and_resume_is_exact_on_uneven_shards(tmp_path):
-    # Rank 0 reads caption shards 0 and 2 (7 samples), rank 1 shard 1 (3): both must run 4 steps.
-    shards = write_shards(tmp_path / "shards", {"caption": [5, 3, 2], "attributes": [4, 1]})
+    # Rank 0 reads caption shards 0 and 2 (6 samples), rank 1 shard 1 (4): both must run 4 steps.
+    shards = stream_shards(tmp_path / "shards", {"caption": 10, "attributes": 5}, samples_per_shard=4)
     straight = torchrun(shards, tmp_path / "a")
     assert straight.returncode == 0, straight.stderr[-3000:]
     killed = torchrun(shards, tmp_path / "b", "--train.kill_at_step=2")

@@ -59,6 +59,7 @@ class DataConfig:
     num_workers: int = 2                # DataLoader worker processes per rank (0 = in the main process)
     shuffle_shards: int = 4             # shards read together and shuffled as one buffer
     loss_on: str = "target"             # "target" (segment 2) or "all" (every non-pad position, as released)
+    check_sha256: bool = True           # hash each shard against index.json when read (sizes are always checked)
 
     def __post_init__(self):
         if self.loss_on not in ("target", "all"):

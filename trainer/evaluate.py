@@ -17,15 +17,14 @@ counted in `non_numeric`). The paper also filtered its samples with CLIP; we do 
 
 from __future__ import annotations
 
-import io
-import json
-import tarfile
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from facecorpus.shards import format as fmt
+from facecorpus.shards.format import Sample
 
 from facecorpus import textproto, vocab
 
@@ -57,44 +56,15 @@ class EvaluationError(ValueError):
     """Shards that cannot be evaluated (missing split, dataset or member); the message names the file."""
 
 
-@dataclass
-class Sample:
-    key: str
-    dataset: str
-    image_id: str
-    codes: np.ndarray     # (16, 16) uint16
-    text: str
-    labels: dict
-
-
 # ---------------------------------------------------------------- reading shards
 
-def _read_tar(path: Path, expected: int) -> list[Sample]:
-    members: dict[str, dict[str, bytes]] = defaultdict(dict)
-    with tarfile.open(path) as tar:
-        for m in tar:
-            if m.isfile():
-                key, _, ext = m.name.partition(".")
-                members[key][ext] = tar.extractfile(m).read()
-    out = []
-    for key, parts in members.items():
-        if not {"npy", "txt", "json"} <= set(parts):
-            raise EvaluationError(f"{path}: sample {key!r} lacks one of npy/txt/json (has {sorted(parts)})")
-        meta = json.loads(parts["json"])
-        out.append(Sample(meta["key"], meta["dataset"], meta["image_id"], np.load(io.BytesIO(parts["npy"])),
-                          parts["txt"].decode("utf-8"), meta.get("labels") or {}))
-    if len(out) != expected:
-        raise EvaluationError(f"{path}: {len(out)} samples, index.json says {expected}")
-    return out
-
-
 def read_samples(shards: Path, split: str, kind: str, dataset: str) -> list[Sample]:
-    """Every sample of one dataset in the shards of (split, kind), sorted by key (a fixed order)."""
-    from facecorpus.shards import index as index_mod
-
-    index = index_mod.read(shards)
-    chosen = [s for s in index["shards"] if s["split"] == split and s["kind"] == kind]
-    out = [smp for s in chosen for smp in _read_tar(Path(shards) / s["path"], int(s["count"])) if smp.dataset == dataset]
+    """Every sample of one dataset in the shards of (split, kind), sorted by key (a fixed order);
+    each shard checked against index.json and decoded by the shard format."""
+    index = fmt.read_index(shards)
+    index.check_vocab()
+    chosen = index.select(split, kind)
+    out = [smp for e in chosen for smp in fmt.read_shard(index, e) if smp.dataset == dataset]
     if not out:
         raise EvaluationError(f"{shards}: no {dataset} {kind} samples in split {split!r} "
                               f"({len(chosen)} {split}/{kind} shards)")

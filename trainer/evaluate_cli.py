@@ -46,6 +46,8 @@ def evaluate(ckpt, shards, tasks, split, limit, rank, caption_dataset, no_meteor
 
     Writes OUT/eval.json (every score, sample counts, a few example answers) and OUT/eval.md (tables
     laid out like the paper's Tables 2-4, with its numbers in the first row)."""
+    from facecorpus.shards import format as fmt
+
     from .generate import GenerationError
     from .metrics import MetricsError
     from .released import open_model
@@ -64,7 +66,7 @@ def evaluate(ckpt, shards, tasks, split, limit, rank, caption_dataset, no_meteor
         with progress_bar(console) as progress:
             for task in tasks:
                 results[task] = _one(task, model, locals(), progress)
-    except (ev.EvaluationError, MetricsError, GenerationError, FileNotFoundError) as err:
+    except (ev.EvaluationError, fmt.FormatError, MetricsError, GenerationError, FileNotFoundError) as err:
         raise click.ClickException(str(err)) from err
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(results, indent=2, ensure_ascii=False, default=str))
@@ -75,15 +77,14 @@ def evaluate(ckpt, shards, tasks, split, limit, rank, caption_dataset, no_meteor
 
 def same_vqgan(ckpt: Path, shards: Path) -> None:
     """Codes of another VQGAN mean nothing to a model: refuse shards made with a different one."""
-    from facecorpus.shards import index as index_mod
+    from facecorpus.shards import format as fmt
 
     from .released import recorded_vqgan
 
-    trained = recorded_vqgan(ckpt).get("checkpoint_sha256")
-    used = index_mod.read(shards)["vqgan"].get("checkpoint_sha256")
-    if trained and used and trained != used:
-        raise click.ClickException(f"{ckpt} was trained on codes of VQGAN {trained[:12]}..., but {shards} holds codes "
-                                   f"of VQGAN {used[:12]}...: re-shard with the training VQGAN")
+    try:
+        fmt.read_index(shards).check_identity({"vqgan": recorded_vqgan(ckpt)}, f"{ckpt}'s training shards")
+    except fmt.FormatError as err:
+        raise click.ClickException(str(err)) from None
 
 
 def _one(task: str, model, a: dict, progress) -> dict:

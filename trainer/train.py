@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from facecorpus.shards.stream import STAT_KEYS, StreamSpec, load_index, make_loader
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from . import checkpoint, mfu
+from .batches import STAT_KEYS, StreamSpec, make_loader, training_index
 from .config import RunConfig
 from .model import Talk2Face, param_summary
 from .sequences import TASKS
@@ -129,8 +129,7 @@ def train(cfg: RunConfig, run: Path, console=None) -> dict:
 
 def _train(cfg: RunConfig, run: Path, rank: int, world: int, device: torch.device, console) -> dict:
     accum = accumulation_steps(cfg, world)
-    index = load_index(cfg.data.shards, cfg.data.split)   # refuses a foreign vocabulary before any work
-    identity = {k: index.get(k) for k in ("vqgan", "text_vocab", "preprocess")}
+    identity = training_index(cfg.data.shards, cfg.data.split).identity   # refuses a foreign vocabulary before any work
     run.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(cfg.train.seed)          # same initial weights on every rank
@@ -158,8 +157,8 @@ def _train(cfg: RunConfig, run: Path, rank: int, world: int, device: torch.devic
     width = -(-cfg.data.seq_len // cfg.data.pad_to_multiple) * cfg.data.pad_to_multiple
     spec = StreamSpec(cfg.data.shards, cfg.data.split, cfg.data.seq_len, width, cfg.data.micro_batch,
                       cfg.data.num_workers, cfg.data.shuffle_shards, cfg.data.loss_on, cfg.train.seed,
-                      rank, world, batches)
-    loader = iter(make_loader(spec))
+                      rank, world, batches, cfg.data.check_sha256)
+    loader = make_loader(spec)
     amp = autocast_dtype(cfg, device)
     peak = mfu.device_peak(device)
     logger = Logger(run, cfg, rank)

@@ -53,11 +53,16 @@ def train(ctx: click.Context, shards: str, out: Path, preset: str | None):
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")   # DataLoader workers fork after tokenizing
+    from facecorpus.shards.format import FormatError
+
     from .train import train as run_training  # torch only when training
 
     console = Console()
     rank = int(os.environ.get("RANK", "0"))
-    result = run_training(cfg, out, console if rank == 0 else None)
+    try:
+        result = run_training(cfg, out, console if rank == 0 else None)
+    except FormatError as e:   # shards that break the format: the message names the file and sample
+        raise click.ClickException(str(e)) from None
     if rank == 0:
         table = Table(title=f"train -> {out}" + (" (resumed)" if resuming else ""))
         table.add_column("item")

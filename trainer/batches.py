@@ -1,0 +1,134 @@
+"""Exactly balanced four-task micro-batches from the shards, resumable at an exact position.
+
+Each rank runs `W` DataLoader workers (`W = 1` without workers). Logical worker `g = rank * W + l`
+of `G = world * W` reads one endless sample stream per kind (shards/stream.py: its own slice of the
+kind's shards, seeded, positioned by one integer), so the data position is one integer per rank
+(micro-batches consumed).
+
+Each micro-batch takes `micro_batch / 2` caption samples (half face->caption, half caption->face)
+and `micro_batch / 2` attribute samples (half face->attributes, half attributes->face): every
+micro-batch, hence every global batch, holds exactly a quarter of each task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from facecorpus.shards import format as fmt
+from facecorpus.shards.stream import ShardSequence
+
+from facecorpus.records import KINDS
+
+from .sequences import TASKS, SequenceBuilder, collate
+
+# (face->text, text->face) for each kind of record
+TASKS_OF_KIND = {"caption": (TASKS.index("face2caption"), TASKS.index("caption2face")),
+                 "attributes": (TASKS.index("face2attributes"), TASKS.index("attributes2face"))}
+STAT_KEYS = ("captions truncated", "caption ids dropped", "attribute texts subset", "attribute pairs dropped")
+
+
+def training_index(shards: str, split: str) -> fmt.ShardIndex:
+    """The shards' index, refused before any work if its vocabulary is foreign or `split` lacks a kind."""
+    index = fmt.read_index(shards)
+    index.check_vocab()
+    for kind in KINDS:
+        if sum(e.count for e in index.select(split, kind)) == 0:
+            raise fmt.FormatError(f"{index.file}: split {split!r} has no {kind} samples; "
+                                  "all four tasks need both kinds")
+    return index
+
+
+@dataclass
+class StreamSpec:
+    shards: str
+    split: str
+    seq_len: int
+    width: int
+    micro_batch: int
+    num_workers: int
+    shuffle_shards: int
+    loss_on: str
+    seed: int
+    rank: int = 0
+    world: int = 1
+    start_batch: int = 0       # micro-batches this rank consumed before (the checkpointed data position)
+    check_sha256: bool = True  # hash each shard against index.json when it is read (its size is always checked)
+
+
+def worker_start(start_batch: int, physical: int, W: int) -> tuple[int, int]:
+    """(logical worker, its first batch number) for a physical worker after `start_batch` batches.
+
+    The DataLoader hands out batches round-robin from worker 0; relabelling worker w as
+    (w + start) mod W makes the resumed order continue exactly where the interrupted one stopped.
+    """
+    logical = (physical + start_batch) % W
+    return logical, max(0, -(-(start_batch - logical) // W))
+
+
+class BalancedStream(torch.utils.data.IterableDataset):
+    """Endless micro-batches {ids, seg, targets, task, stats} for one rank. Inside a DataLoader worker a
+    data error becomes a batch {"error": message} that make_loader raises: raised in the worker, torch
+    would bury the message in the worker's traceback."""
+
+    def __init__(self, spec: StreamSpec):
+        super().__init__()
+        self.spec = spec
+        self.index = training_index(spec.shards, spec.split)
+
+    def __iter__(self):
+        try:
+            yield from self._batches()
+        except fmt.FormatError as exc:
+            if torch.utils.data.get_worker_info() is None:
+                raise
+            yield {"error": str(exc)}
+
+    def _batches(self):
+        sp = self.spec
+        info = torch.utils.data.get_worker_info()
+        W = max(1, sp.num_workers)
+        logical, j = worker_start(sp.start_batch, info.id if info else 0, W)
+        g, G = sp.rank * W + logical, sp.world * W
+        half = sp.micro_batch // 2
+        streams = {k: ShardSequence(self.index, self.index.select(sp.split, k), g, G, (sp.seed, i),
+                                    sp.shuffle_shards, sp.check_sha256).samples(j * half)
+                   for i, k in enumerate(KINDS)}
+        builder = SequenceBuilder(sp.seq_len)
+        while True:
+            rng = np.random.default_rng([sp.seed, 2, g, j])
+            instances = [_instance(builder, next(streams[kind]), kind, n * 2 // half, rng)
+                         for kind in KINDS for n in range(half)]
+            batch = collate(instances, sp.width, sp.loss_on)
+            batch["stats"] = torch.tensor([builder.stats[k] for k in STAT_KEYS])
+            builder.stats.clear()
+            yield batch
+            j += 1
+
+
+def _instance(builder: SequenceBuilder, s: fmt.Sample, kind: str, direction: int, rng: np.random.Generator):
+    """One training instance; `direction` 0 reads the face, 1 writes it."""
+    where = f"{s.shard}: sample {fmt.show(s.key)}"
+    if s.kind != kind:
+        raise fmt.FormatError(f"{where} has kind {s.kind!r} inside a {kind} shard")
+    try:
+        text = builder.caption(s.text) if kind == "caption" else builder.attributes(s.text, rng, where)
+    except ValueError as exc:   # an attribute text that does not parse or fit: the data's fault
+        raise fmt.FormatError(str(exc)) from None
+    return builder.build(TASKS_OF_KIND[kind][direction], s.codes, text)
+
+
+def make_loader(spec: StreamSpec) -> Iterator[dict]:
+    """The rank's batches; a data error in any worker stops the run with its message alone."""
+    # Its own generator: creating the iterator must not draw from the global RNG that dropout uses,
+    # or a resumed run (which creates it after restoring RNG state) would drift from a straight one.
+    loader = torch.utils.data.DataLoader(BalancedStream(spec), batch_size=None, num_workers=spec.num_workers,
+                                         generator=torch.Generator().manual_seed(spec.seed),
+                                         pin_memory=torch.cuda.is_available(),
+                                         prefetch_factor=4 if spec.num_workers else None, persistent_workers=False)
+    for batch in loader:
+        if "error" in batch:
+            raise fmt.FormatError(batch["error"])
+        yield batch
