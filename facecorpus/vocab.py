@@ -1,4 +1,7 @@
-"""The Talk2Face vocabulary: BERT uncased WordPiece (30,522 ids) followed by 1,024 VQGAN codes.
+"""The Talk2Face vocabulary: BERT uncased WordPiece (30,522 ids) followed by one id per VQGAN code.
+
+The image part's size is the VQGAN's codebook (`facecorpus.codes.CodeGrid.codebook_size`: 1,024 for
+Talk2Face's tokenizer, 31,546 ids in all), so the layout is a function of it, never a constant here.
 
 The WordPiece file ships with the package (no download at run time). It is the bert-base-uncased
 vocabulary as redistributed with all-MiniLM-L6-v2 (Apache-2.0); its sha256 is pinned below and in
@@ -16,9 +19,7 @@ VOCAB_SHA256 = "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3
 
 PAD, UNK, CLS, SEP, MASK = 0, 100, 101, 102, 103
 TEXT_VOCAB_SIZE = 30522
-IMAGE_CODES = 1024
-IMAGE_OFFSET = TEXT_VOCAB_SIZE          # image code c has id 30522 + c
-VOCAB_SIZE = TEXT_VOCAB_SIZE + IMAGE_CODES  # 31,546
+IMAGE_OFFSET = TEXT_VOCAB_SIZE          # image code c has id 30522 + c, whatever the codebook size
 
 
 def vocab_size(codebook_size: int) -> int:

@@ -74,5 +74,5 @@ def test_vocab_is_pinned_bert_uncased():
     assert vocab.encode_text("to image") == [2000, 3746]
     assert vocab.encode_text("to caption") == [2000, 14408, 3258]
     assert vocab.encode_text("fs2k eyes color: rosy brown") == [1042, 2015, 2475, 2243, 2159, 3609, 1024, 26851, 2829]
-    assert vocab.VOCAB_SIZE == 31546 and vocab.image_ids([0, 1023]) == [30522, 31545]
+    assert vocab.vocab_size(1024) == 31546 and vocab.image_ids([0, 1023]) == [30522, 31545]
     assert vocab.decode_text(vocab.encode_text("A Smiling woman") + [30600]) == "a smiling woman"

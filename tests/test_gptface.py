@@ -45,7 +45,7 @@ def batcher(grid: CodeGrid = FFHQ_F16, seed: int = 0, **masking) -> GPTFaceBatch
 # ---------------------------------------------------------------- vocabulary and model shape
 
 def test_vocab_layout_is_a_function_of_the_codebook():
-    assert vocab.vocab_size(1024) == vocab.VOCAB_SIZE == 31546
+    assert vocab.vocab_size(1024) == 31546
     assert vocab.vocab_size(8192) == 38714
     assert vocab.image_rows(8192) == slice(30522, 38714)
 

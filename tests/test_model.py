@@ -7,10 +7,12 @@ import torch
 from facecorpus.trainer import config as C
 from facecorpus.trainer.model import ReleasedLayerNorm, Talk2Face, prefix_lm_mask
 
+from facecorpus.codes import FFHQ_F16
+
 
 def tiny(**kw) -> Talk2Face:
     torch.manual_seed(0)
-    cfg = C.model_preset("tiny")
+    cfg = C.model_preset("tiny", FFHQ_F16)
     for k, v in kw.items():
         setattr(cfg, k, v)
     return Talk2Face(cfg).eval()
@@ -81,7 +83,7 @@ def test_released_layernorm_formula():
 
 
 def test_base_preset_is_the_released_shape():
-    cfg = C.model_preset("talk2face-base")
+    cfg = C.model_preset("talk2face-base", FFHQ_F16)
     with torch.device("meta"):
         model = Talk2Face(cfg)
     assert model.num_params() == 134_299_392            # 134.3M, untied head
@@ -112,7 +114,7 @@ def test_overrides_keep_types_and_name_existing_keys():
         C.apply_overrides(cfg, ["--train.max_steps=1.5"])
     with pytest.raises(ValueError, match=r"--nope: no such config key"):
         C.apply_overrides(cfg, ["--nope=1"])
-    with pytest.raises(ValueError, match=r"data.micro_batch=6 must be a multiple of 4"):
+    with pytest.raises(ValueError, match=r"data.micro_batch=6: must be a multiple of 4"):
         C.apply_overrides(cfg, ["--data.micro_batch=6"])
     assert C.RunConfig.from_dict(cfg.to_dict()) == cfg
 

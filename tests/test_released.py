@@ -14,8 +14,10 @@ import os
 import pytest
 import torch
 from facecorpus.trainer import generate, released
+from facecorpus.trainer.sequences import SequenceBuilder
 
 from facecorpus import vocab
+from facecorpus.codes import FFHQ_F16
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -27,7 +29,7 @@ SIZES = {"talk2face-base": (12, 768, 12, 3072), "tiny": (2, 64, 2, 256)}
 
 
 def release_state_dict(preset: str = "talk2face-base", seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random tensors under the names and shapes of talk2face-reference.md (LayerNorms non-trivial)."""
+    """Random tensors under the names and shapes of docs/talk2face-release.md (LayerNorms non-trivial)."""
     L, D, _, FF = SIZES[preset]
     g = torch.Generator().manual_seed(seed)
 
@@ -90,12 +92,13 @@ def ref_logits(sd: dict, ids: torch.Tensor, seg: torch.Tensor, H: int) -> torch.
 def three_prompts() -> list[tuple[str, torch.Tensor, torch.Tensor]]:
     """One sequence per prompt as generation builds it, with a few target ids (segment 2) appended."""
     g = torch.Generator().manual_seed(1)
-    codes = torch.randint(0, vocab.IMAGE_CODES, (256,), generator=g)
-    to_image = generate.prefix_ids("to-image", text="a smiling young woman with wavy blond hair")
+    codes = torch.randint(0, 1024, (256,), generator=g)   # the release's FFHQ f16 grid: 16 x 16 of 1,024 codes
+    builder = SequenceBuilder(grid=FFHQ_F16)
+    to_image = generate.text_prefix(builder, "a smiling young woman with wavy blond hair")[0]
     cases = [
         ("to-image", to_image, vocab.image_ids(torch.randint(0, 1024, (8,), generator=g).tolist())),
-        ("to-caption", generate.prefix_ids("to-caption", codes=codes), vocab.encode_text("this woman has")),
-        ("to-attributes", generate.prefix_ids("to-attributes", codes=codes), vocab.encode_text("fairface race: white")),
+        ("to-caption", generate.image_prefix(builder, "to-caption", codes), vocab.encode_text("this woman has")),
+        ("to-attributes", generate.image_prefix(builder, "to-attributes", codes), vocab.encode_text("fairface race: white")),
     ]
     out = []
     for name, prefix, target in cases:
@@ -182,3 +185,11 @@ def test_released_file_round_trip(tmp_path, sd, model):
     seg = torch.tensor([[1, 1, 1, 1, 1, 1, 2]])
     with torch.no_grad():
         assert torch.equal(loaded(ids, seg), model(ids, seg))
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 not a zip", b"\x80\x02garbage"], ids=["empty", "zip", "pickle"])
+def test_unreadable_released_file_is_named(tmp_path, content):
+    path = tmp_path / "talk2face.bin"
+    path.write_bytes(content)
+    with pytest.raises(released.ReleasedCheckpointError, match=r"talk2face.bin: unreadable \("):
+        released.load_released(path, preset="tiny")

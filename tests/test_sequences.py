@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import numpy as np
 import pytest
-from facecorpus.trainer.sequences import TASKS, SequenceBuilder, collate, text_budget
+from facecorpus.trainer.config import RunConfig
+from facecorpus.trainer.sequences import TASKS, SequenceBuilder, collate, default_seq_len, text_budget
 
 from facecorpus import textproto, vocab
+from facecorpus.codes import FFHQ_F16, CodeGrid
 
 CODES = np.arange(256, dtype=np.uint16).reshape(16, 16) * 4   # codes 0..1020
 
@@ -94,3 +99,47 @@ def test_collate_targets(loss_on):
         assert t[n - 4:n - 1].tolist() == inst.ids[n - 3:] and int((t >= 0).sum()) == 3
     else:
         assert int((t >= 0).sum()) == n - 1 and t[:n - 1].tolist() == inst.ids[1:]
+
+
+def test_sizes_follow_the_code_grid():
+    # Talk2Face's FFHQ f16: 16 x 16 codes of 1,024 -> 1 + 3 + 1 + 256 + 1 + 71 + 1 = 334 ids, 31,546-id vocabulary.
+    assert default_seq_len(FFHQ_F16) == 334 and SequenceBuilder().seq_len == 334
+    assert vocab.vocab_size(FFHQ_F16.codebook_size) == 31546
+    big = CodeGrid(codebook_size=8192, side=21, resolution=336)
+    b = SequenceBuilder(grid=big)
+    assert b.seq_len == 1 + 3 + 1 + 441 + 1 + 71 + 1 and b.budget == 71
+    codes = np.arange(441, dtype=np.uint16).reshape(21, 21) * 18        # codes up to 7,920
+    for task in range(4):
+        inst = b.build(task, codes, vocab.encode_text("a man"))
+        image = [i for i in inst.ids if i >= vocab.IMAGE_OFFSET]
+        assert len(image) == 441 and max(image) == vocab.IMAGE_OFFSET + 7920 < vocab.vocab_size(8192)
+    with pytest.raises(ValueError, match=r"an image needs 441 codes in \[0, 8192\), got 256"):
+        b.build(0, CODES, [])
+    with pytest.raises(ValueError, match=r"data.seq_len=334: must be >= 456 \(the longest prompt, 441 image codes and at least 8 text ids\)"):
+        SequenceBuilder(334, big)
+
+
+def test_sized_config_takes_vocabulary_and_length_from_the_grid():
+    big = CodeGrid(codebook_size=8192, side=21, resolution=336)
+    cfg = RunConfig.from_preset("tiny").sized(big)
+    assert (cfg.model.vocab_size, cfg.data.seq_len, cfg.grid) == (30522 + 8192, 519, big)
+    assert RunConfig.from_dict(json.loads(cfg.to_json())) == cfg              # the checkpoint keeps the grid
+    assert RunConfig.from_preset("tiny").sized(FFHQ_F16).data.seq_len == 334
+    with pytest.raises(ValueError, match=r"model.vocab_size=31546: must be 38714 \(30,522 \+ the shards' 8192 codes\)"):
+        cfg_f16 = RunConfig.from_preset("tiny").sized(FFHQ_F16)
+        dataclasses.replace(cfg_f16, grid=None).sized(big)
+    with pytest.raises(ValueError, match=r"trained on codes of a .* grid; the shards have"):
+        cfg.sized(FFHQ_F16)
+
+
+def test_generation_cuts_texts_on_the_same_boundaries_as_training():
+    b = SequenceBuilder(334)
+    text = " ".join(["the", "a"] + ["unbelievably"] * 60)
+    ids, note = b.prompt_text(text)
+    assert ids == SequenceBuilder(334).caption(text) and note.startswith("cut to 67 of")
+    pairs = "; ".join(f"attribute number {i}: false" for i in range(30))
+    ids, note = b.prompt_text(f"celeba {pairs}")
+    assert ids == SequenceBuilder(334).attributes(f"celeba {pairs}", None)      # no rng: the first pairs, in order
+    assert vocab.decode_text(ids).startswith("celeba attribute number 0 : false ; attribute number 1 : false")
+    assert note.startswith("kept the first ") and note.endswith("of 30 key-value pairs: the text budget is 71 ids")
+    assert b.prompt_text("celebrity with a hat: smiling")[1] is None          # not a dataset's protocol: a caption

@@ -1,23 +1,86 @@
 """Typed run configuration: one dataclass per component, composed into `RunConfig`.
 
-Every field has a default and a one-line comment. `--section.key=value` overrides (also `--key=value`
-when the key name is unique across sections) must name an existing key and keep its type, as in
-minGPT's `CfgNode.merge_from_args` and nanoGPT's configurator, without executing any Python.
+Every field has a default and a one-line comment, and every numeric field a valid range (`RULES`),
+checked by one validator (`check`) with one message format when the config is built, so a wrong
+setting fails before any work. `--section.key=value` overrides (also `--key=value` when the key
+name is unique across sections) must name an existing key and keep its type, as in minGPT's
+`CfgNode.merge_from_args` and nanoGPT's configurator, without executing any Python.
+
+The sizes that follow from the VQGAN (vocabulary, sequence length) default to 0 and are filled in
+from the shards' code grid when training starts (`RunConfig.sized`); the checkpoint records them
+and the grid, so generation takes them from there.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from facecorpus import vocab
+from facecorpus.codes import FFHQ_F16, CodeGrid
+
+
+class ConfigError(ValueError):
+    """A config value outside its valid range; the message names the key, the value and the range."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The valid values of one numeric key: `low <= value` (or `<` when `open_low`), `value <= high`
+    (or `<` when `open_high`), finite; `zero` is allowed too when it means something (an "off")."""
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+    zero: str = ""          # what 0 means, when 0 is allowed outside [low, high]
+
+    def describe(self) -> str:
+        parts = []
+        if self.low is not None:
+            parts.append(f"{'>' if self.open_low else '>='} {self.low:g}")
+        if self.high is not None:
+            parts.append(f"{'<' if self.open_high else '<='} {self.high:g}")
+        text = " and ".join(parts) or "a finite number"
+        return f"{text}, or 0 ({self.zero})" if self.zero else text
+
+    def allows(self, value: float) -> bool:
+        if self.zero and value == 0:
+            return True
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.open_low else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.open_high else value <= self.high)
+
+
+POSITIVE = Rule(low=1)
+NON_NEGATIVE = Rule(low=0)
+FRACTION = Rule(low=0, high=1, open_high=True)
+
+
+def check(section: str, obj) -> None:
+    """The one validator: every key of `obj` against its section's `RULES` and `CHOICES`; raises
+    ConfigError with the message format `section.key=value: must be <rule>`."""
+    for name, rule in obj.RULES.items():
+        value = getattr(obj, name)
+        if not rule.allows(value):
+            fail(section, name, value, rule.describe())
+    for name, choices in getattr(obj, "CHOICES", {}).items():
+        if getattr(obj, name) not in choices:
+            fail(section, name, getattr(obj, name), "one of " + ", ".join(map(repr, choices)))
+
+
+def fail(section: str, name: str, value, must: str):
+    raise ConfigError(f"{section}.{name}={value!r}: must be {must}")
 
 
 @dataclass
 class ModelConfig:
-    vocab_size: int = vocab.VOCAB_SIZE  # 30,522 WordPiece ids + 1,024 VQGAN codes
+    vocab_size: int = 0                 # 0 = from the shards' code grid: 30,522 WordPiece ids + the codebook
     n_positions: int = 1024             # learned position rows (the release has 1,024)
     n_segments: int = 3                 # 0 = padding, 1 = prompt + prefix, 2 = target
     n_layer: int = 12
@@ -28,11 +91,16 @@ class ModelConfig:
     layernorm: str = "torch"            # "torch" or "released" (unbiased std, eps outside the sqrt)
     ln_eps: float = 1e-6                # the release's epsilon; used by both variants
 
+    RULES: ClassVar[dict] = {"vocab_size": Rule(low=vocab.TEXT_VOCAB_SIZE, open_low=True, zero="from the code grid"),
+                             "n_positions": POSITIVE, "n_segments": Rule(low=3), "n_layer": POSITIVE,
+                             "n_head": POSITIVE, "d_model": POSITIVE, "d_ff": POSITIVE, "dropout": FRACTION,
+                             "ln_eps": Rule(low=0, open_low=True)}
+    CHOICES: ClassVar[dict] = {"layernorm": ("torch", "released")}
+
     def __post_init__(self):
-        if self.layernorm not in ("torch", "released"):
-            raise ValueError(f"model.layernorm={self.layernorm!r}: choose 'torch' or 'released'")
+        check("model", self)
         if self.d_model % self.n_head:
-            raise ValueError(f"model.d_model={self.d_model} is not divisible by model.n_head={self.n_head}")
+            fail("model", "d_model", self.d_model, f"divisible by model.n_head={self.n_head}")
 
 
 MODEL_PRESETS = {
@@ -43,17 +111,21 @@ MODEL_PRESETS = {
 }
 
 
-def model_preset(name: str) -> ModelConfig:
+def model_preset(name: str, grid: CodeGrid | None = None) -> ModelConfig:
+    """A preset's ModelConfig; with `grid`, its vocabulary sized for that VQGAN's codebook."""
     if name not in MODEL_PRESETS:
-        raise ValueError(f"unknown model preset {name!r}; choose one of {', '.join(MODEL_PRESETS)}")
-    return ModelConfig(**MODEL_PRESETS[name])
+        raise ConfigError(f"unknown model preset {name!r}; choose one of {', '.join(MODEL_PRESETS)}")
+    cfg = ModelConfig(**MODEL_PRESETS[name])
+    if grid is not None:
+        cfg.vocab_size = vocab.vocab_size(grid.codebook_size)
+    return cfg
 
 
 @dataclass
 class DataConfig:
     shards: str = ""                    # folder holding index.json (set by --shards)
     split: str = "train"                # which split's shards to stream
-    seq_len: int = 334                  # every instance fits this many ids (the release's 262 + 72)
+    seq_len: int = 0                    # ids per instance; 0 = the release's 71-id text budget beside the grid (334 at 16x16)
     pad_to_multiple: int = 8            # batch width rounded up (334 -> 336) for aligned attention kernels
     micro_batch: int = 16               # sequences per rank per micro-step; a multiple of 4 (four tasks)
     num_workers: int = 2                # DataLoader worker processes per rank (0 = in the main process)
@@ -61,11 +133,14 @@ class DataConfig:
     loss_on: str = "target"             # "target" (segment 2) or "all" (every non-pad position, as released)
     check_sha256: bool = True           # hash each shard against index.json when read (sizes are always checked)
 
+    RULES: ClassVar[dict] = {"seq_len": Rule(low=1, zero="derived from the code grid"), "pad_to_multiple": POSITIVE,
+                             "micro_batch": Rule(low=4), "num_workers": NON_NEGATIVE, "shuffle_shards": POSITIVE}
+    CHOICES: ClassVar[dict] = {"loss_on": ("target", "all")}
+
     def __post_init__(self):
-        if self.loss_on not in ("target", "all"):
-            raise ValueError(f"data.loss_on={self.loss_on!r}: choose 'target' or 'all'")
+        check("data", self)
         if self.micro_batch % 4:
-            raise ValueError(f"data.micro_batch={self.micro_batch} must be a multiple of 4 (four balanced tasks)")
+            fail("data", "micro_batch", self.micro_batch, "a multiple of 4 (four balanced tasks)")
 
 
 @dataclass
@@ -85,13 +160,23 @@ class TrainConfig:
     log_interval: int = 10              # optimizer steps between JSONL log lines
     ckpt_interval: int = 1000           # optimizer steps between checkpoints (plus one at step 0 and at the end)
     keep_checkpoints: int = 3           # newest step-* folders kept (0 keeps all)
+    eval_interval: int = 1000           # optimizer steps between held-out losses on the val split (0 = never)
+    eval_batches: int = 8               # micro-batches per rank in each held-out loss (the same ones every time)
     tensorboard: bool = False           # also write TensorBoard scalars to RUN/tb
     stop_at_step: int = 0               # end cleanly after this step's checkpoint (0 = run to max_steps); resumable
-    kill_at_step: int = 0               # tests only: SIGKILL every rank right after this step's checkpoint
+
+    RULES: ClassVar[dict] = {"batch_size": POSITIVE, "max_steps": POSITIVE, "lr": Rule(low=0, open_low=True),
+                             "min_lr": NON_NEGATIVE, "warmup_steps": NON_NEGATIVE, "weight_decay": NON_NEGATIVE,
+                             "beta1": FRACTION, "beta2": FRACTION, "grad_clip": Rule(low=0, open_low=True, zero="off"),
+                             "seed": NON_NEGATIVE, "log_interval": POSITIVE, "ckpt_interval": POSITIVE,
+                             "keep_checkpoints": Rule(low=1, zero="keep all"), "eval_interval": Rule(low=1, zero="never"),
+                             "eval_batches": POSITIVE, "stop_at_step": Rule(low=1, zero="run to train.max_steps")}
+    CHOICES: ClassVar[dict] = {"precision": ("auto", "bf16", "fp32")}
 
     def __post_init__(self):
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise ValueError(f"train.precision={self.precision!r}: choose 'auto', 'bf16' or 'fp32'")
+        check("train", self)
+        if self.min_lr > self.lr:
+            fail("train", "min_lr", self.min_lr, f"<= train.lr={self.lr:g}")
 
 
 @dataclass
@@ -100,21 +185,56 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    grid: CodeGrid | None = None        # the shards' VQGAN code grid, recorded when training starts
 
     @classmethod
     def from_preset(cls, preset: str) -> RunConfig:
         return cls(preset=preset, model=model_preset(preset))
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
+        return {"preset": self.preset, **d, "grid": self.grid.as_dict() if self.grid else None}
 
     @classmethod
-    def from_dict(cls, d: dict) -> RunConfig:
+    def from_dict(cls, d: dict, where: str = "config") -> RunConfig:
+        """The inverse of `to_dict`; a config saved before grids were recorded has `grid` None."""
+        grid = CodeGrid.from_dict(d["grid"], where) if d.get("grid") else None
         return cls(preset=d["preset"], model=ModelConfig(**d["model"]), data=DataConfig(**d["data"]),
-                   train=TrainConfig(**d["train"]))
+                   train=TrainConfig(**d["train"]), grid=grid)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def sized(self, grid: CodeGrid) -> RunConfig:
+        """This config with the sizes that follow from the shards' code grid filled in (vocabulary,
+        sequence length) and checked: a run keeps one grid, and an explicit size must fit it."""
+        from .sequences import default_seq_len, text_budget
+
+        if self.grid is not None and self.grid != grid:
+            raise ConfigError(f"this run was trained on codes of a {self.grid.as_dict()} grid; the shards have "
+                              f"{grid.as_dict()}")
+        want = vocab.vocab_size(grid.codebook_size)
+        if self.model.vocab_size not in (0, want):
+            fail("model", "vocab_size", self.model.vocab_size, f"{want} (30,522 + the shards' {grid.codebook_size} codes), or 0")
+        seq_len = self.data.seq_len or default_seq_len(grid)
+        try:
+            text_budget(seq_len, grid)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        if seq_len > self.model.n_positions:
+            fail("data", "seq_len", seq_len, f"<= model.n_positions={self.model.n_positions}")
+        return dataclasses.replace(self, model=dataclasses.replace(self.model, vocab_size=want),
+                                   data=dataclasses.replace(self.data, seq_len=seq_len), grid=grid)
+
+
+def shards_grid(index: dict) -> CodeGrid:
+    """The code grid a shard index records in its `vqgan` block; an index from before grids were
+    recorded holds FFHQ f16 codes."""
+    vq = index.get("vqgan") or {}
+    try:
+        return CodeGrid.from_dict(vq, "index.json vqgan") if "grid" in vq else FFHQ_F16
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 SECTIONS = ("model", "data", "train")
@@ -140,7 +260,7 @@ def _parse(raw: str, kind: type, name: str):
             pass
     elif kind is str:
         return raw
-    raise ValueError(f"--{name}={raw!r}: expected {kind.__name__}")
+    raise ConfigError(f"--{name}={raw!r}: expected {kind.__name__}")
 
 
 def _resolve(key: str) -> tuple[str, str]:
@@ -148,12 +268,12 @@ def _resolve(key: str) -> tuple[str, str]:
     if "." in key:
         section, _, name = key.partition(".")
         if section not in _SECTION_TYPES or name not in {f.name for f in dataclasses.fields(_SECTION_TYPES[section])}:
-            raise ValueError(f"--{key}: no such config key (sections: {', '.join(SECTIONS)}; see `facecorpus train --help`)")
+            raise ConfigError(f"--{key}: no such config key (sections: {', '.join(SECTIONS)}; see `facecorpus train --help`)")
         return section, name
     hits = [s for s in SECTIONS if key in {f.name for f in dataclasses.fields(_SECTION_TYPES[s])}]
     if len(hits) != 1:
         problem = "no such config key" if not hits else f"ambiguous, write one of {', '.join(f'{s}.{key}' for s in hits)}"
-        raise ValueError(f"--{key}: {problem}")
+        raise ConfigError(f"--{key}: {problem}")
     return hits[0], key
 
 
@@ -162,7 +282,7 @@ def apply_overrides(cfg: RunConfig, args: list[str]) -> RunConfig:
     d = cfg.to_dict()
     for arg in args:
         if not arg.startswith("--") or "=" not in arg:
-            raise ValueError(f"{arg!r}: overrides are written --section.key=value (e.g. --train.lr=1e-4)")
+            raise ConfigError(f"{arg!r}: overrides are written --section.key=value (e.g. --train.lr=1e-4)")
         key, _, raw = arg[2:].partition("=")
         section, name = _resolve(key)
         kind = typing.get_type_hints(_SECTION_TYPES[section])[name]
@@ -170,11 +290,13 @@ def apply_overrides(cfg: RunConfig, args: list[str]) -> RunConfig:
     return RunConfig.from_dict(d)
 
 
-def describe() -> str:
-    """Every key with its default, for `--help`."""
+def describe() -> list[str]:
+    """Every key with its default and its valid values, for `--help`."""
     lines = []
     for section in SECTIONS:
-        for f in dataclasses.fields(_SECTION_TYPES[section]):
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            lines.append(f"{section}.{f.name}={default}")
-    return "  ".join(lines)
+        kind = _SECTION_TYPES[section]
+        for f in dataclasses.fields(kind):
+            rule = kind.RULES.get(f.name) or kind.CHOICES.get(f.name)
+            valid = rule.describe() if isinstance(rule, Rule) else " | ".join(rule) if rule else ""
+            lines.append(f"{section}.{f.name}={f.default}" + (f"  ({valid})" if valid else ""))
+    return lines

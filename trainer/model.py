@@ -1,6 +1,6 @@
 """The Talk2Face prefix-LM: word + position + segment embeddings, pre-LN blocks, untied LM head.
 
-Shapes follow the released weights (talk2face-reference.md). Parameter names are short so the
+Shapes follow the released weights (docs/talk2face-release.md). Parameter names are short so the
 released TencentPretrain state dict maps onto them one to one:
 
     embed.word / embed.pos / embed.seg                    nn.Embedding
@@ -144,6 +144,9 @@ class Embedding(nn.Module):
 class Talk2Face(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+        if not cfg.vocab_size:
+            raise ValueError("model.vocab_size is 0 (to follow a code grid): size the config first "
+                             "(RunConfig.sized, or model_preset(name, grid))")
         self.cfg = cfg
         self.embed = Embedding(cfg)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))

@@ -1,7 +1,7 @@
 """The authors' released `talk2face.bin` (a TencentPretrain state dict) -> our `talk2face-base` model.
 
 The file is a plain `state_dict()` (no optimizer), sometimes with a `module.` prefix on every name
-(saved from DDP). Names map one to one (../shared/talk2face-reference.md, "State-dict names"):
+(saved from DDP). Names map one to one (docs/talk2face-release.md, "State-dict names"):
 
     embedding.{word,pos,seg}.embedding.weight                 embed.{word,pos,seg}.weight
     encoder.transformer.{i}.self_attn.linear_layers.{0,1,2}    blocks.{i}.attn.{q,k,v}
@@ -22,6 +22,8 @@ import re
 from pathlib import Path
 
 import torch
+
+from facecorpus.codes import FFHQ_F16
 
 from .config import model_preset
 from .model import Talk2Face
@@ -84,7 +86,12 @@ def read(path: Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise ReleasedCheckpointError(f"{path}: no such file (the released talk2face.bin)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    from .checkpoint import CheckpointError, torch_load
+
+    try:
+        state = torch_load(path)
+    except CheckpointError as err:
+        raise ReleasedCheckpointError(str(err)) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -93,10 +100,11 @@ def read(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_released(source: Path | dict, preset: str = "talk2face-base", device: str = "cpu") -> Talk2Face:
-    """A path to `talk2face.bin` or an in-memory state dict -> eval-mode model with the release's LayerNorm."""
+    """A path to `talk2face.bin` or an in-memory state dict -> eval-mode model with the release's LayerNorm
+    (its vocabulary: 30,522 WordPiece ids and the 1,024 codes of its FFHQ f16 VQGAN)."""
     where = str(source) if not isinstance(source, dict) else "state dict"
     state = convert(read(source) if not isinstance(source, dict) else source, where)
-    cfg = model_preset(preset)
+    cfg = model_preset(preset, FFHQ_F16)
     cfg.layernorm = "released"
     with torch.device("meta"):  # shapes only: no 134M-parameter random init that is overwritten anyway
         model = Talk2Face(cfg)
@@ -113,26 +121,3 @@ def load_released(source: Path | dict, preset: str = "talk2face-base", device: s
                                           f"{preset} needs {tuple(expected[name].shape)}")
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True, assign=True)
     return model.eval().to(device)
-
-
-def open_model(path: Path, device: str = "cpu") -> Talk2Face:
-    """What `generate`/`evaluate` accept as CKPT: a training run or step folder, or a released file."""
-    path = Path(path)
-    if path.is_file():
-        return load_released(path, device=device)
-    from .checkpoint import load_model
-
-    model, _ = load_model(path, device)
-    return model
-
-
-def recorded_vqgan(path: Path) -> dict:
-    """The VQGAN identity a training run recorded from its shards ({} for a released file)."""
-    from .checkpoint import latest
-
-    ckpt = latest(path) if Path(path).is_dir() else None
-    if ckpt is None or not (ckpt / "config.json").is_file():
-        return {}
-    import json
-
-    return (json.loads((ckpt / "config.json").read_text()).get("shards_identity") or {}).get("vqgan") or {}

@@ -1,12 +1,16 @@
-"""The four Talk2Face training tasks as id sequences (docs/design.md, "Sequences").
+"""The four Talk2Face training tasks as id sequences (docs/design.md, "Sequences"), and the prefixes
+generation feeds the model, built by the same code so both cut texts alike.
 
     [CLS] prompt [SEP] prefix [SEP] target [SEP]
     |<------------ segment 1 ----------->|<- segment 2 ->|
 
-face->caption and face->attributes put the 256 image ids (code + 30,522) in the prefix and text in
-the target; caption->face and attributes->face the other way round. Text gets what the longest
-prompt leaves of `seq_len` (334 - 263 = 71 ids): captions are cut on a word boundary, attribute
-texts keep a random subset of their key-value pairs, in random order, that fits. Both are counted.
+face->caption and face->attributes put the image's codes (one id per code, code + 30,522) in the
+prefix and text in the target; caption->face and attributes->face the other way round. How many
+codes an image has comes from the VQGAN's code grid (facecorpus.codes), never from a constant. Text
+gets what the longest prompt and the image leave of `seq_len`: by default the release's 71 ids
+(`TEXT_BUDGET`), so 334 ids for a 16x16 grid. Captions are cut on a word boundary, attribute texts
+keep a subset of their key-value pairs that fits (random and in random order in training, the
+first pairs in their order at generation). Both are counted.
 """
 
 from __future__ import annotations
@@ -19,10 +23,16 @@ import numpy as np
 import torch
 
 from facecorpus import textproto, vocab
+from facecorpus.codes import FFHQ_F16, CodeGrid
+from facecorpus.records import DATASETS
 
 TASKS = ("face2caption", "caption2face", "face2attributes", "attributes2face")
-IMAGE_LEN = 256
+# What the model is asked to produce -> the prompt that asks for it (the release's three prompts).
 PROMPTS = {"image": "to image", "caption": "to caption", "attributes": "to attributes"}
+# Text ids per sequence in the release: its 334 ids are the 262-id to-caption prefix (16x16 codes)
+# plus 71 text ids and the closing [SEP].
+TEXT_BUDGET = 71
+MIN_TEXT_BUDGET = 8
 
 
 @functools.lru_cache(maxsize=1)
@@ -37,13 +47,34 @@ def continuation_ids() -> frozenset[int]:
         return frozenset(i for i, tok in enumerate(f.read().splitlines()) if tok.startswith("##"))
 
 
-def text_budget(seq_len: int) -> int:
-    """Text ids that fit beside the longest prompt (`to capt ##ion`), 256 image ids and 3 specials."""
+def fixed_ids(grid: CodeGrid) -> int:
+    """Ids every sequence spends besides its text: [CLS], the longest prompt (`to capt ##ion`), [SEP],
+    the image's codes, [SEP] and the closing [SEP]."""
     longest = max(len(p) for p in prompt_ids().values())
-    budget = seq_len - (1 + longest + 1 + IMAGE_LEN + 1 + 1)
-    if budget < 8:
-        raise ValueError(f"data.seq_len={seq_len} leaves {budget} text ids; use at least {seq_len - budget + 8}")
+    return 1 + longest + 1 + grid.count + 1 + 1
+
+
+def default_seq_len(grid: CodeGrid) -> int:
+    """The sequence length that leaves the release's text budget beside this grid (334 at 16x16)."""
+    return fixed_ids(grid) + TEXT_BUDGET
+
+
+def text_budget(seq_len: int, grid: CodeGrid = FFHQ_F16) -> int:
+    """Text ids that fit in `seq_len` beside the longest prompt and the grid's codes."""
+    budget = seq_len - fixed_ids(grid)
+    if budget < MIN_TEXT_BUDGET:   # the config validator's message format (trainer/config.py)
+        raise ValueError(f"data.seq_len={seq_len}: must be >= {fixed_ids(grid) + MIN_TEXT_BUDGET} (the longest "
+                         f"prompt, {grid.count} image codes and at least {MIN_TEXT_BUDGET} text ids)")
     return budget
+
+
+def is_attribute_text(text: str) -> bool:
+    """Whether `text` reads as the key-value protocol of a known dataset (`fairface age: 10-19; ...`)."""
+    try:
+        dataset, labels = textproto.from_text(text)
+    except textproto.ProtocolError:
+        return False
+    return dataset in DATASETS and bool(labels)
 
 
 @dataclass
@@ -54,10 +85,13 @@ class Instance:
 
 
 class SequenceBuilder:
-    """Builds instances and counts what it shortened (`stats`), so nothing is cut silently."""
+    """Builds instances and prefixes for one code grid and sequence length, and counts what it
+    shortened (`stats`), so nothing is cut silently. `seq_len=None`: `default_seq_len(grid)`."""
 
-    def __init__(self, seq_len: int = 334):
-        self.seq_len, self.budget = seq_len, text_budget(seq_len)
+    def __init__(self, seq_len: int | None = None, grid: CodeGrid = FFHQ_F16):
+        self.grid = grid
+        self.seq_len = seq_len or default_seq_len(grid)
+        self.budget = text_budget(self.seq_len, grid)
         self.stats: Counter = Counter()
 
     def caption(self, text: str) -> list[int]:
@@ -67,41 +101,75 @@ class SequenceBuilder:
         cut, cont = self.budget, continuation_ids()
         while cut > 0 and ids[cut] in cont:   # back off to the start of the word that would be split
             cut -= 1
+        cut = cut or self.budget              # one word longer than the budget: cut inside it
         self.stats["captions truncated"] += 1
         self.stats["caption ids dropped"] += len(ids) - cut
-        return ids[:cut or self.budget]
+        return ids[:cut]
 
-    def attributes(self, text: str, rng: np.random.Generator, where: str = "") -> list[int]:
-        """`<dataset> k: v; k: v` with a random subset of the pairs, in random order, that fits."""
+    def attributes(self, text: str, rng: np.random.Generator | None, where: str = "") -> list[int]:
+        """`<dataset> k: v; k: v` with a subset of the pairs that fits: with `rng` a random subset in
+        random order (training), without it the first pairs in their order (generation)."""
         dataset, _, body = text.strip().partition(" ")
         try:
             pairs = [f"{k}: {v}" for k, v in textproto.split_pairs(body)]
         except textproto.ProtocolError as e:
-            raise ValueError(f"{where}: attribute text {text!r}: {e}") from None
+            raise ValueError(f"{where}: attribute text {text[:200]!r}: {e}") from None
         pair_ids = vocab.encode_batch(pairs)
         ids = vocab.encode_text(dataset)
         semicolon = vocab.encode_text(";")
         kept = 0
-        for i in rng.permutation(len(pairs)):
+        for i in rng.permutation(len(pairs)) if rng is not None else range(len(pairs)):
             piece = (semicolon if kept else []) + pair_ids[i]
             if len(ids) + len(piece) > self.budget:
                 break   # a prefix of a random permutation: an unbiased random subset
             ids, kept = ids + piece, kept + 1
         if kept == 0:
-            raise ValueError(f"{where}: no key-value pair of {text!r} fits in {self.budget} ids")
+            raise ValueError(f"{where}: no key-value pair of {text[:200]!r} fits in {self.budget} ids")
         if kept < len(pairs):
             self.stats["attribute texts subset"] += 1
             self.stats["attribute pairs dropped"] += len(pairs) - kept
         return ids
 
+    def prompt_text(self, text: str) -> tuple[list[int], str | None]:
+        """A to-image input (a caption or an attribute text) cut as training cuts it, without
+        randomness -> (ids, a note saying what was cut, or None when it fits)."""
+        before = Counter(self.stats)
+        if is_attribute_text(text):
+            ids = self.attributes(text, None, "to-image text")
+        else:
+            ids = self.caption(text)
+        cut = self.stats - before
+        if cut["attribute pairs dropped"]:
+            total = len(textproto.split_pairs(text.strip().partition(" ")[2]))
+            return ids, (f"kept the first {total - cut['attribute pairs dropped']} of {total} key-value pairs: "
+                         f"the text budget is {self.budget} ids")
+        if cut["caption ids dropped"]:
+            return ids, (f"cut to {len(ids)} of {len(ids) + cut['caption ids dropped']} WordPiece ids at a word "
+                         f"boundary: the text budget is {self.budget} ids")
+        return ids, None
+
+    def image_ids(self, codes) -> list[int]:
+        """One image's codes (any shape holding `grid.count` codes in the codebook) as vocabulary ids."""
+        flat = np.asarray(codes).reshape(-1)
+        if flat.size != self.grid.count or (flat.size and (int(flat.min()) < 0 or int(flat.max()) >= self.grid.codebook_size)):
+            lo, hi = (int(flat.min()), int(flat.max())) if flat.size else (0, 0)
+            raise ValueError(f"an image needs {self.grid.count} codes in [0, {self.grid.codebook_size}), "
+                             f"got {flat.size} in {lo}..{hi}")
+        return vocab.image_ids(flat)
+
+    def prefix(self, produce: str, image: list[int] | None = None, text_ids: list[int] | None = None) -> list[int]:
+        """Segment 1 of a sequence asking for `produce` (a key of PROMPTS):
+        `[CLS] prompt [SEP] <text ids, or the image ids> [SEP]`."""
+        body = text_ids if produce == "image" else image
+        return [vocab.CLS, *prompt_ids()[produce], vocab.SEP, *body, vocab.SEP]
+
     def build(self, task: int, codes: np.ndarray, text_ids: list[int]) -> Instance:
         name = TASKS[task]
-        image = vocab.image_ids(np.asarray(codes).reshape(-1))
+        image = self.image_ids(codes)
         if name.startswith("face2"):
-            prompt, prefix, target = prompt_ids()[name[5:]], image, text_ids
+            first, target = self.prefix(name[5:], image=image), text_ids
         else:
-            prompt, prefix, target = prompt_ids()["image"], text_ids, image
-        first = [vocab.CLS, *prompt, vocab.SEP, *prefix, vocab.SEP]
+            first, target = self.prefix("image", text_ids=text_ids), image
         second = [*target, vocab.SEP]
         ids = first + second
         if len(ids) > self.seq_len:
