@@ -12,7 +12,7 @@ from .train import train
 # Small enough for a laptop CPU in well under a minute; the schedule is the real one, shortened.
 DEMO_OVERRIDES = ["--train.batch_size=8", "--data.micro_batch=4", "--data.num_workers=0", "--train.max_steps=6",
                   "--train.warmup_steps=2", "--train.log_interval=1", "--train.ckpt_interval=3",
-                  "--train.precision=fp32", "--train.keep_checkpoints=0"]
+                  "--train.precision=fp32", "--train.keep_checkpoints=0", "--train.eval_batches=2"]
 
 
 def run(out: Path, console, seed: int = 0) -> dict:

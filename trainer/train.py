@@ -12,16 +12,20 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from facecorpus.shards.format import ShardIndex
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from facecorpus import atomic
+from facecorpus.records import KINDS
+
 from . import checkpoint, mfu
-from .batches import STAT_KEYS, StreamSpec, make_loader, training_index
+from .batches import STAT_KEYS, BalancedStream, StreamSpec, make_loader, training_index
 from .config import RunConfig
 from .model import Talk2Face, param_summary
 from .sequences import TASKS
@@ -60,6 +64,17 @@ def lr_lambda(cfg: RunConfig):
     return factor
 
 
+def build(cfg: RunConfig, device: torch.device, rank: int):
+    """(model, optimizer, scheduler, scaler), the model initialised alike on every rank."""
+    torch.manual_seed(cfg.train.seed)          # same initial weights on every rank
+    model = Talk2Face(cfg.model).to(device)
+    optimizer = build_optimizer(model, cfg, device)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+    scaler = torch.amp.GradScaler(device.type, enabled=False)   # bf16 needs no loss scaling; kept for the format
+    torch.manual_seed(cfg.train.seed + 1 + rank)   # distinct dropout masks per rank
+    return model, optimizer, scheduler, scaler
+
+
 def build_optimizer(model: Talk2Face, cfg: RunConfig, device: torch.device) -> torch.optim.AdamW:
     # Decay matrices and embeddings only; LayerNorm gains and biases stay undecayed (nanoGPT).
     decay = [p for p in model.parameters() if p.dim() >= 2]
@@ -79,37 +94,83 @@ def autocast_dtype(cfg: RunConfig, device: torch.device) -> torch.dtype | None:
 class Logger:
     """One JSONL line per log interval (rank 0), optionally mirrored to TensorBoard."""
 
-    def __init__(self, run: Path, cfg: RunConfig, rank: int):
-        self.rank, self.path, self.tb = rank, run / "train.jsonl", None
+    def __init__(self, run: Path, cfg: RunConfig, rank: int, console=None):
+        self.rank, self.path, self.tb, self.console = rank, run / "train.jsonl", None, console
         if rank == 0 and cfg.train.tensorboard:
             from torch.utils.tensorboard import (
                 SummaryWriter,  # needs the `tensorboard` package
             )
             self.tb = SummaryWriter(str(run / "tb"))
 
-    def write(self, record: dict, console=None) -> None:
+    def write(self, record: dict) -> None:
         if self.rank != 0:
             return
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
-        if self.tb:
+        if self.tb and "step" in record:
             for k, v in record.items():
                 if isinstance(v, (int, float)) and k != "step":
                     self.tb.add_scalar(k, v, record["step"])
-        if console is not None:
+        if self.console is not None and "loss" in record:
             m = record["mfu"]
-            console.print(f"step {record['step']:>8}  loss {record['loss']:.4f}  lr {record['lr']:.2e}  "
-                          f"tok/s {record['tokens_per_s']:,.0f}  mfu {m if m == 'n/a' else f'{100 * m:.1f}%'}  "
-                          f"data wait {100 * record['data_wait']:.1f}%")
+            self.console.print(f"step {record['step']:>8}  loss {record['loss']:.4f}  lr {record['lr']:.2e}  "
+                               f"tok/s {record['tokens_per_s']:,.0f}  mfu {m if m == 'n/a' else f'{100 * m:.1f}%'}  "
+                               f"data wait {100 * record['data_wait']:.1f}%")
+        elif self.console is not None and "val/loss" in record:
+            self.console.print(f"step {record['step']:>8}  val loss {record['val/loss']:.4f}")
 
-    def write_event(self, record: dict) -> None:
-        if self.rank == 0:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+    def note(self, text: str) -> None:
+        """A line for the reader of the console and of the log (what was skipped, and why)."""
+        self.write({"event": "note", "note": text})
+        if self.rank == 0 and self.console is not None:
+            self.console.print(text)
 
     def close(self):
         if self.tb:
             self.tb.close()
+
+
+class Window:
+    """Sums since the last log line, kept on the device (adding to them needs no host sync), as named
+    views of one buffer so that a single all-reduce sums them over ranks."""
+
+    FIELDS = (("loss", len(TASKS)),         # summed per-position cross-entropy, per task
+              ("targets", len(TASKS)),      # positions that carried a loss, per task
+              ("tokens", 1),                # non-pad tokens
+              ("sequences", 1),
+              ("data", len(STAT_KEYS)))     # the loader's counts of shortened texts (STAT_KEYS)
+
+    def __init__(self, device: torch.device):
+        self.buf = torch.zeros(sum(n for _, n in self.FIELDS), dtype=torch.float64, device=device)
+        start = 0
+        for name, n in self.FIELDS:
+            setattr(self, name, self.buf[start:start + n])
+            start += n
+
+    def add_losses(self, losses: torch.Tensor, batch_task: torch.Tensor, target_index: torch.Tensor, width: int):
+        """Per-position losses (in target_index order) into the per-task sums (scatter_add, not
+        bincount: no host sync)."""
+        row_task = batch_task.index_select(0, target_index // width)
+        self.loss.scatter_add_(0, row_task, losses.detach().double())
+        self.targets.scatter_add_(0, row_task, torch.ones_like(row_task, dtype=torch.float64))
+
+    def reduce(self) -> dict[str, list[float]]:
+        """All-reduce over ranks (a host sync), then each field as a list."""
+        if dist.is_initialized():
+            dist.all_reduce(self.buf)
+        values, out = self.buf.tolist(), {}
+        for name, n in self.FIELDS:
+            out[name], values = values[:n], values[n:]
+        return out
+
+    def zero(self) -> None:
+        self.buf.zero_()
+
+
+def task_means(sums: dict[str, list[float]], name: str) -> dict:
+    """{name: mean loss per target position, name/<task>: the same per task (None without targets)}."""
+    means = {name: sum(sums["loss"]) / max(1.0, sum(sums["targets"]))}
+    return {**means, **{f"{name}/{task}": s / c if c else None for task, s, c in zip(TASKS, sums["loss"], sums["targets"])}}
 
 
 def _print(rank: int, console, msg: str) -> None:
@@ -127,46 +188,64 @@ def train(cfg: RunConfig, run: Path, console=None) -> dict:
             dist.destroy_process_group()
 
 
+def _resume(run: Path, rank: int, console, identity: dict, model, optimizer, scheduler, scaler) -> tuple[int, int, Path | None]:
+    """(step, batches consumed, checkpoint) from the newest intact checkpoint of `run`, saying which
+    damaged ones it skipped and why; (0, 0, None) for a new run."""
+    if rank == 0:
+        atomic.sweep(run)   # a checkpoint folder a killed run left half-written
+    _barrier()
+    skipped: list[str] = []
+    ckpt = checkpoint.newest_intact(run, skipped)
+    for why in skipped:
+        _print(rank, console, f"skipping damaged checkpoint {why}")
+    if ckpt is None:
+        if skipped:
+            raise checkpoint.CheckpointError(f"{run}: no intact checkpoint to resume from ({'; '.join(skipped)}); "
+                                             "remove the damaged step folders to start afresh")
+        return 0, 0, None
+    checkpoint.check_identity(ckpt, identity)
+    state = checkpoint.restore(ckpt, model, optimizer, scheduler, scaler)
+    _print(rank, console, f"resumed from {ckpt} at step {state['step']}")
+    return state["step"], state["batches_consumed"], ckpt
+
+
+def _barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
 def _train(cfg: RunConfig, run: Path, rank: int, world: int, device: torch.device, console) -> dict:
     accum = accumulation_steps(cfg, world)
-    identity = training_index(cfg.data.shards, cfg.data.split).identity   # refuses a foreign vocabulary before any work
+    index = training_index(cfg.data.shards, cfg.data.split)   # refuses a foreign vocabulary before any work
+    identity = index.identity
+    cfg = cfg.sized(index.grid)   # vocabulary and sequence length follow the shards' codes
     run.mkdir(parents=True, exist_ok=True)
-
-    torch.manual_seed(cfg.train.seed)          # same initial weights on every rank
-    model = Talk2Face(cfg.model).to(device)
-    optimizer = build_optimizer(model, cfg, device)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
-    scaler = torch.amp.GradScaler(device.type, enabled=False)   # bf16 needs no loss scaling; kept for the format
-    torch.manual_seed(cfg.train.seed + 1 + rank)   # distinct dropout masks per rank
-
-    step, batches = 0, 0
-    resume_from = checkpoint.latest(run)
-    if resume_from is not None:
-        checkpoint.check_identity(resume_from, identity)
-        state = checkpoint.restore(resume_from, model, optimizer, scheduler, scaler)
-        step, batches = state["step"], state["batches_consumed"]
-        _print(rank, console, f"resumed from {resume_from} at step {step}")
+    model, optimizer, scheduler, scaler = build(cfg, device, rank)
+    logger = Logger(run, cfg, rank, console)
+    step, batches, resumed = _resume(run, rank, console, identity, model, optimizer, scheduler, scaler)
     _print(rank, console, f"Talk2Face {cfg.preset}: {param_summary(model)}; {world} process(es) x "
-                          f"{cfg.data.micro_batch} sequences x {accum} micro-steps = {cfg.train.batch_size} per step")
+                          f"{cfg.data.micro_batch} sequences x {accum} micro-steps = {cfg.train.batch_size} per step; "
+                          f"{cfg.data.seq_len} ids per sequence ({cfg.grid.count} image codes)")
 
     raw = model
     if cfg.train.compile:
         for block in raw.blocks:
             block.compile()
     model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
-    width = -(-cfg.data.seq_len // cfg.data.pad_to_multiple) * cfg.data.pad_to_multiple
-    spec = StreamSpec(cfg.data.shards, cfg.data.split, cfg.data.seq_len, width, cfg.data.micro_batch,
+    spec = StreamSpec(cfg.data.shards, cfg.data.split, cfg.data.seq_len, batch_width(cfg), cfg.data.micro_batch,
                       cfg.data.num_workers, cfg.data.shuffle_shards, cfg.data.loss_on, cfg.train.seed,
                       rank, world, batches, cfg.data.check_sha256)
     loader = make_loader(spec)
+    held_out = val_batches(cfg, index, spec, logger)
     amp = autocast_dtype(cfg, device)
     peak = mfu.device_peak(device)
-    logger = Logger(run, cfg, rank)
 
-    if resume_from is None:   # an early checkpoint makes a misconfigured save path fail in seconds
-        checkpoint.save(run, 0, raw, optimizer, scheduler, scaler, cfg, 0, identity, cfg.train.keep_checkpoints)
+    def save(at: int) -> None:
+        checkpoint.save(run, at, raw, optimizer, scheduler, scaler, cfg, batches, identity, cfg.train.keep_checkpoints)
 
-    window = torch.zeros(4 + 4 + 2 + len(STAT_KEYS), dtype=torch.float64, device=device)
+    if resumed is None:   # an early checkpoint makes a misconfigured save path fail in seconds
+        save(0)
+    window = Window(device)
     flops, wait, t_window = 0.0, 0.0, time.perf_counter()
     model.train()
     while step < cfg.train.max_steps:
@@ -183,22 +262,59 @@ def _train(cfg: RunConfig, run: Path, rank: int, world: int, device: torch.devic
         optimizer.zero_grad(set_to_none=True)
         step, batches = step + 1, batches + accum
 
-        if step % cfg.train.log_interval == 0 or step == cfg.train.max_steps:
-            logger.write(_log_record(step, window, flops, wait, t_window, grad_norm, lr, peak, world), console)
-            window.zero_()
+        last = step == cfg.train.max_steps
+        if step % cfg.train.log_interval == 0 or last:
+            logger.write(_log_record(step, window, flops, wait, t_window, grad_norm, lr, peak, world))
+            window.zero()
             flops, wait, t_window = 0.0, 0.0, time.perf_counter()
+        if held_out and (last or step % cfg.train.eval_interval == 0):
+            logger.write({"step": step, **estimate_loss(raw, held_out, device, amp)})
         stopping = step == cfg.train.stop_at_step
-        if step % cfg.train.ckpt_interval == 0 or step == cfg.train.max_steps or stopping:
-            checkpoint.save(run, step, raw, optimizer, scheduler, scaler, cfg, batches, identity, cfg.train.keep_checkpoints)
-            if step == cfg.train.kill_at_step:
-                os.kill(os.getpid(), signal.SIGKILL)   # tests: an abrupt death right after a checkpoint
+        if step % cfg.train.ckpt_interval == 0 or last or stopping:
+            save(step)
             if stopping:
                 break
     return _finish(run, logger, step, batches, cfg, device, world)
 
 
-def _micro_step(model, batch: dict, device, amp, sync: bool, accum: int, window: torch.Tensor, cfg) -> float:
-    """Forward and backward of one micro-batch; adds its per-task sums to `window`; returns its FLOPs."""
+def batch_width(cfg: RunConfig) -> int:
+    """Batches are padded to seq_len rounded up to data.pad_to_multiple (aligned attention kernels)."""
+    return -(-cfg.data.seq_len // cfg.data.pad_to_multiple) * cfg.data.pad_to_multiple
+
+
+def val_batches(cfg: RunConfig, index: ShardIndex, spec: StreamSpec, logger: Logger) -> list[dict]:
+    """The held-out micro-batches of this rank: the first `train.eval_batches` of the val split,
+    read once and reused, so every held-out loss of a run is measured on the same sequences. Empty
+    (with a note) when evaluation is off or the shards hold no val samples of some kind."""
+    if not cfg.train.eval_interval:
+        return []
+    counts = {kind: sum(e.count for e in index.select("val", kind)) for kind in KINDS}
+    if not all(counts.values()):
+        missing = " and ".join(k for k, n in counts.items() if not n)
+        logger.note(f"no held-out loss: the shards' val split has no {missing} samples")
+        return []
+    stream = iter(BalancedStream(replace(spec, split="val", num_workers=0, start_batch=0)))
+    return [next(stream) for _ in range(cfg.train.eval_batches)]
+
+
+@torch.no_grad()
+def estimate_loss(model: Talk2Face, batches: list[dict], device, amp) -> dict:
+    """Mean held-out loss over `batches`, in total and per task, summed over ranks (nanoGPT's
+    estimate_loss). Eval mode draws no random numbers, so an exact resume stays exact."""
+    window = Window(device)
+    model.eval()
+    cast = torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext()
+    for batch in batches:
+        ids, seg, targets, index, task = (batch[k].to(device) for k in ("ids", "seg", "targets", "target_index", "task"))
+        with cast:
+            losses = model(ids, seg, targets=targets, target_index=index)
+        window.add_losses(losses, task, index, ids.shape[1])
+    model.train()
+    return task_means(window.reduce(), "val/loss")
+
+
+def _micro_step(model, batch: dict, device, amp, sync: bool, accum: int, window: Window, cfg) -> float:
+    """Forward and backward of one micro-batch; adds its sums to `window`; returns its FLOPs."""
     ids, seg, targets, index, task = (batch[k].to(device, non_blocking=True)
                                       for k in ("ids", "seg", "targets", "target_index", "task"))
     ctx = model.no_sync() if not sync else contextlib.nullcontext()
@@ -208,13 +324,10 @@ def _micro_step(model, batch: dict, device, amp, sync: bool, accum: int, window:
             losses = model(ids, seg, targets=targets, target_index=index)
             loss = losses.sum() / losses.numel() / accum
         loss.backward()
-    # Per-task sums stay on the device (scatter_add, not bincount: no host sync).
-    row_task = task.index_select(0, index // ids.shape[1])
-    window[0:4].scatter_add_(0, row_task, losses.detach().double())
-    window[4:8].scatter_add_(0, row_task, torch.ones_like(row_task, dtype=torch.float64))
-    window[8] += (seg != 0).sum()
-    window[9] += ids.shape[0]
-    window[10:] += batch["stats"].to(device)
+    window.add_losses(losses, task, index, ids.shape[1])
+    window.tokens += (seg != 0).sum()
+    window.sequences += ids.shape[0]
+    window.data += batch["stats"].to(device)
     return mfu.batch_flops(cfg.model, batch["seg"], batch["target_index"].numel())   # CPU tensors
 
 
@@ -226,34 +339,30 @@ def _finish(run: Path, logger, step: int, batches: int, cfg: RunConfig, device, 
         every = [torch.zeros_like(mine) for _ in range(world)]
         dist.all_gather(every, mine)
     end = {"event": "end", "steps_per_rank": [int(t[0]) for t in every], "sequences_per_rank": [int(t[1]) for t in every]}
-    logger.write_event(end)
+    logger.write(end)
     logger.close()
     return {"steps": step, **{k: v for k, v in end.items() if k != "event"},
-            "checkpoint": str(checkpoint.latest(run)), "log": str(logger.path)}
+            "checkpoint": str(checkpoint.newest_intact(run)), "log": str(logger.path)}
 
 
-def _log_record(step, window, flops, wait, t_window, grad_norm, lr, peak, world) -> dict:
+def _log_record(step, window: Window, flops, wait, t_window, grad_norm, lr, peak, world) -> dict:
     """All-reduce the window's sums (the only host sync besides checkpoints) and derive the figures."""
     if dist.is_initialized():
-        dist.all_reduce(window)
-        f = torch.tensor([flops], dtype=torch.float64, device=window.device)
+        f = torch.tensor([flops], dtype=torch.float64, device=window.buf.device)
         dist.all_reduce(f)
         flops = float(f)
-    w = window.tolist()
+    w = window.reduce()
     seconds = time.perf_counter() - t_window
-    sums, counts = w[0:4], w[4:8]
     value = mfu.mfu(flops, seconds, peak, world)
-    record = {
+    return {
         "step": step,
         "lr": lr,
-        "loss": sum(sums) / max(1.0, sum(counts)),
-        **{f"loss/{name}": s / c if c else None for name, s, c in zip(TASKS, sums, counts)},
+        **task_means(w, "loss"),
         "grad_norm": float(grad_norm),
-        "tokens_per_s": w[8] / seconds,        # non-pad tokens, all ranks
-        "seq_per_s": w[9] / seconds,
+        "tokens_per_s": w["tokens"][0] / seconds,        # non-pad tokens, all ranks
+        "seq_per_s": w["sequences"][0] / seconds,
         "mfu": "n/a" if value is None else value,
         "data_wait": wait / seconds,            # rank 0's share of time blocked on the loader
         "seconds": seconds,
-        **{f"data/{k.replace(' ', '_')}": v for k, v in zip(STAT_KEYS, w[10:])},
+        **{f"data/{k.replace(' ', '_')}": v for k, v in zip(STAT_KEYS, w["data"])},
     }
-    return record

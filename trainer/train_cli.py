@@ -10,25 +10,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from . import checkpoint
-from .config import MODEL_PRESETS, RunConfig, apply_overrides, describe
-
-
-def resolve_config(out: Path, shards: str, preset: str | None, overrides: list[str]) -> tuple[RunConfig, bool]:
-    """(config, resuming). A run with a checkpoint resumes from its saved config plus `overrides`;
-    the model cannot change under a resume."""
-    last = checkpoint.latest(out)
-    if last is None:
-        cfg = apply_overrides(RunConfig.from_preset(preset or "tiny"), overrides)
-    else:
-        saved = checkpoint.load_config(last)
-        if preset and preset != saved.preset:
-            raise click.UsageError(f"{out} holds a {saved.preset} run ({last.name}); --preset {preset} would not resume it")
-        cfg = apply_overrides(saved, overrides)
-        if cfg.model != saved.model:
-            raise click.UsageError(f"{out}: model overrides cannot change a run being resumed ({last.name})")
-    cfg.data.shards = str(shards)
-    return cfg, last is not None
+from .checkpoint import CheckpointError, resolve_config
+from .config import MODEL_PRESETS, ConfigError, describe
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
@@ -50,18 +33,18 @@ def train(ctx: click.Context, shards: str, out: Path, preset: str | None):
     """
     try:
         cfg, resuming = resolve_config(out, shards, preset, list(ctx.args))
-    except ValueError as e:
+    except (ConfigError, CheckpointError) as e:
         raise click.UsageError(str(e)) from None
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")   # DataLoader workers fork after tokenizing
     from facecorpus.shards.format import FormatError
 
-    from .train import train as run_training  # torch only when training
+    from .train import train as run_training
 
     console = Console()
     rank = int(os.environ.get("RANK", "0"))
     try:
         result = run_training(cfg, out, console if rank == 0 else None)
-    except FormatError as e:   # shards that break the format: the message names the file and sample
+    except (ConfigError, CheckpointError, FormatError) as e:   # found once the shards are read: format, grid, identity
         raise click.ClickException(str(e)) from None
     if rank == 0:
         table = Table(title=f"train -> {out}" + (" (resumed)" if resuming else ""))
@@ -72,4 +55,4 @@ def train(ctx: click.Context, shards: str, out: Path, preset: str | None):
         console.print(table)
 
 
-train.help = inspect.cleandoc(train.help or "") + "\n\n\b\nKeys and defaults:\n" + "\n".join(describe().split("  "))
+train.help = inspect.cleandoc(train.help or "") + "\n\n\b\nKeys, defaults and valid values:\n" + "\n".join(describe())
