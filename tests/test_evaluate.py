@@ -12,12 +12,17 @@ from facecorpus.shards import format as fmt
 from facecorpus.trainer import evaluate as ev
 from facecorpus.trainer import generate as gen
 from facecorpus.trainer import metrics
-from facecorpus.trainer.config import RunConfig, model_preset
+from facecorpus.trainer.config import model_preset
 from facecorpus.trainer.model import Talk2Face
+from facecorpus.trainer.sequences import SequenceBuilder
+from runs import save_run
 from shardkit import record
 from shardkit import write_shards as write_shards_of
 
 from facecorpus import textproto
+from facecorpus.codes import FFHQ_F16
+
+B = SequenceBuilder(grid=FFHQ_F16)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -55,19 +60,19 @@ def shards(tmp_path):
 
 def model():
     torch.manual_seed(0)
-    return Talk2Face(model_preset("tiny")).eval()
+    return Talk2Face(model_preset("tiny", FFHQ_F16)).eval()
 
 
 def answering(monkeypatch, answers: dict[str, list[str]]):
     """Replace greedy decoding by fixed answers per key: the protocol's scoring is what is tested."""
-    def fake(model, codes, key, *args, **kwargs):
+    def fake(model, builder, codes, key, *args, **kwargs):
         return answers[key][:len(codes)]
     monkeypatch.setattr(gen, "generate_attribute", fake)
 
 
 def test_age_mae_counts_a_non_number_as_wrong(monkeypatch, shards):
     answering(monkeypatch, {"cacd age:": ["22", "thirty", "61"]})   # labels 20, 30, 60 (train's 40 unused)
-    r = ev.evaluate_attributes(model(), shards, "age")
+    r = ev.evaluate_attributes(model(), B, shards, "age")
     # errors: 2, worst inside the range 20..60 for label 30 (=30), 1
     assert r["n"] == 3 and r["non_numeric"] == 1 and r["mae"] == pytest.approx((2 + 30 + 1) / 3)
 
@@ -76,21 +81,21 @@ def test_accuracy_and_celeba_mean(monkeypatch, shards):
     answering(monkeypatch, {"fairface race:": ["white", "black", "asian", "white"],
                             "celeba gender:": ["male", "male"], "celeba bald:": ["true", "false"],
                             "celeba smiling:": ["1", "true"]})
-    assert ev.evaluate_attributes(model(), shards, "race")["accuracy"] == 75.0
-    r = ev.evaluate_attributes(model(), shards, "celeba")
+    assert ev.evaluate_attributes(model(), B, shards, "race")["accuracy"] == 75.0
+    r = ev.evaluate_attributes(model(), B, shards, "celeba")
     # gender 1/2, bald 2/2, smiling: "1" is not `false` -> 1/2 ; mean of 50, 100, 50
     assert r["attributes"] == 3 and r["per_attribute"] == {"bald": 100.0, "gender": 50.0, "smiling": 50.0}
     assert r["accuracy"] == pytest.approx(200 / 3)
 
 
 def test_rank_mode_only_answers_inside_the_label_set(shards):
-    r = ev.evaluate_attributes(model(), shards, "race", rank=True)
+    r = ev.evaluate_attributes(model(), B, shards, "race", rank=True)
     assert r["decoding"] == "rank" and all(e["answer"] in ("white", "black", "east asian") for e in r["examples"])
 
 
 def test_missing_split_or_dataset_is_named(shards):
     with pytest.raises(ev.EvaluationError, match="no cacd attributes samples in split 'val'"):
-        ev.evaluate_attributes(model(), shards, "age", split="val")
+        ev.evaluate_attributes(model(), B, shards, "age", split="val")
     index = json.loads((shards / "index.json").read_text())
     index["shards"][0]["count"] += 1
     (shards / "index.json").write_text(json.dumps(index))
@@ -166,12 +171,7 @@ def test_markdown_has_the_papers_numbers_beside_ours():
 def test_evaluate_cli_all_tasks(tmp_path, shards, inception):
     from facecorpus.trainer.evaluate_cli import evaluate
 
-    step = tmp_path / "run" / "step-00000001"
-    step.mkdir(parents=True)
-    torch.save(model().state_dict(), step / "model.pt")
-    cfg = RunConfig.from_preset("tiny").to_dict()
-    cfg["shards_identity"] = {"vqgan": {"name": "tiny-f16"}}
-    (step / "config.json").write_text(json.dumps(cfg))
+    save_run(tmp_path / "run", model())
     out = tmp_path / "eval"
     res = CliRunner().invoke(evaluate, [str(tmp_path / "run"), "--shards", str(shards), "--inception", str(inception),
                                         "--n-faces", "3", "--no-meteor", "--out", str(out)])
@@ -184,7 +184,23 @@ def test_evaluate_cli_all_tasks(tmp_path, shards, inception):
     assert "Talk2Face (paper)" in (out / "eval.md").read_text()
     res = CliRunner().invoke(evaluate, [str(tmp_path / "run"), "--shards", str(shards), "--task", "text2face"])
     assert res.exit_code != 0 and "--inception" in res.output
-    cfg["shards_identity"]["vqgan"]["checkpoint_sha256"] = "another"
-    (step / "config.json").write_text(json.dumps(cfg))
+    save_run(tmp_path / "run", model(), {"vqgan": {"name": "tiny-f16", "checkpoint_sha256": "another"}}, step=2)
     res = CliRunner().invoke(evaluate, [str(tmp_path / "run"), "--shards", str(shards), "--task", "age"])
     assert res.exit_code != 0 and "re-shard with the training VQGAN" in res.output
+
+
+def test_evaluate_cli_refuses_a_damaged_step_folder_and_codes_of_another_grid(tmp_path, shards):
+    from facecorpus.cli import main
+
+    step = save_run(tmp_path / "run", model())
+    (step / "optimizer.pt").write_bytes(b"")
+    res = CliRunner().invoke(main, ["evaluate", str(step), "--shards", str(shards), "--task", "age"])
+    assert isinstance(res.exception, SystemExit) and res.exit_code != 0 and "Traceback" not in res.output
+    assert "step-00000001: damaged checkpoint: optimizer.pt has 0 bytes" in res.output
+    index = json.loads((shards / "index.json").read_text())
+    index["vqgan"].update(codebook_size=8192, grid=[21, 21], resolution=336)
+    (shards / "index.json").write_text(json.dumps(index))
+    save_run(tmp_path / "run", model(), step=2)
+    res = CliRunner().invoke(main, ["evaluate", str(tmp_path / "run"), "--shards", str(shards), "--task", "age"])
+    assert isinstance(res.exception, SystemExit) and res.exit_code != 0 and "Traceback" not in res.output
+    assert "holds codes of {'codebook_size': 8192, 'grid': [21, 21], 'resolution': 336}" in res.output

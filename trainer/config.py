@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from facecorpus import vocab
-from facecorpus.codes import FFHQ_F16, CodeGrid
+from facecorpus.codes import CodeGrid
 
 
 class ConfigError(ValueError):
@@ -225,16 +225,6 @@ class RunConfig:
             fail("data", "seq_len", seq_len, f"<= model.n_positions={self.model.n_positions}")
         return dataclasses.replace(self, model=dataclasses.replace(self.model, vocab_size=want),
                                    data=dataclasses.replace(self.data, seq_len=seq_len), grid=grid)
-
-
-def shards_grid(index: dict) -> CodeGrid:
-    """The code grid a shard index records in its `vqgan` block; an index from before grids were
-    recorded holds FFHQ f16 codes."""
-    vq = index.get("vqgan") or {}
-    try:
-        return CodeGrid.from_dict(vq, "index.json vqgan") if "grid" in vq else FFHQ_F16
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
 
 
 SECTIONS = ("model", "data", "train")

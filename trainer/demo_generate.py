@@ -14,22 +14,23 @@ from facecorpus.preprocess import load_image, preprocess, to_pil
 from facecorpus.vqgan import load_vqgan
 
 from . import generate as gen
-from .released import open_model, recorded_vqgan
+from .inference import open_model
 
 PROMPT = "this smiling young woman has blond hair and arched eyebrows."
 
 
 def run(out: Path, console, seed: int = 0) -> dict:
     run_dir, samples = Path(out) / "run", Path(out) / "samples"
-    model = open_model(run_dir)
-    vqgan = load_vqgan(recorded_vqgan(run_dir).get("name") or "tiny-f16")
+    loaded = open_model(run_dir)
+    model, builder = loaded.model, loaded.builder
+    vqgan = load_vqgan(loaded.vqgan.get("name") or "tiny-f16")
     samples.mkdir(parents=True, exist_ok=True)
     g = torch.Generator().manual_seed(seed)
-    codes = gen.generate_images(model, [PROMPT], gen.Sampling(top_k=70), g)
+    codes = gen.generate_images(model, builder, [PROMPT], gen.Sampling(top_k=70), g)
     face = samples / "face-0.png"
     to_pil(vqgan.decode(codes)[0]).save(face)
     again = vqgan.encode(preprocess(load_image(face))[None]).reshape(1, -1)
-    caption = gen.generate_captions(model, again, gen.Sampling(top_k=70), g)[0]
+    caption = gen.generate_captions(model, builder, again, gen.Sampling(top_k=70), g)[0]
     (samples / "caption-0.txt").write_text(caption + "\n", encoding="utf-8")
     console.print(f"to image: {PROMPT!r} -> {face}")
     console.print(f"to caption: {face.name} -> {caption!r}")

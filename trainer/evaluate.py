@@ -26,10 +26,11 @@ import torch
 from facecorpus.shards import format as fmt
 from facecorpus.shards.format import Sample
 
-from facecorpus import textproto, vocab
+from facecorpus import textproto
 
 from . import generate as gen
 from . import metrics
+from .sequences import SequenceBuilder
 
 # The paper's numbers (Tables 2-4): shown beside ours.
 PAPER = {"fid": 104.9, "is": 2.2, "bleu4": 33.4, "rouge_l": 53.5, "meteor": 28.4, "cider": 40.0,
@@ -85,16 +86,16 @@ def _by_image(samples: list[Sample]) -> list[Sample]:
 
 # ---------------------------------------------------------------- attribute tasks
 
-def _answers(model, codes, key: str, candidates: list[str] | None, batch_size: int, progress) -> list[str]:
+def _answers(model, builder, codes, key: str, candidates: list[str] | None, batch_size: int, progress) -> list[str]:
     if candidates:
-        return gen.rank_values(model, codes, key, candidates, batch_size, progress)[0]
-    return gen.generate_attribute(model, codes, key, gen.GREEDY, None, batch_size, progress)
+        return gen.rank_values(model, builder, codes, key, candidates, batch_size, progress)[0]
+    return gen.generate_attribute(model, builder, codes, key, gen.GREEDY, None, batch_size, progress)
 
 
-def _score_one(model, samples, dataset, attribute, metric, rank, batch_size, progress) -> dict:
+def _score_one(model, builder, samples, dataset, attribute, metric, rank, batch_size, progress) -> dict:
     truth = [s.labels[attribute] for s in samples]
     candidates = sorted({textproto.format_value(v) for v in truth}) if rank else None
-    answers = _answers(model, _codes(samples), f"{dataset} {attribute}:", candidates, batch_size, progress)
+    answers = _answers(model, builder, _codes(samples), f"{dataset} {attribute}:", candidates, batch_size, progress)
     parsed = [textproto.parse_value(a) for a in answers]
     examples = [{"image_id": s.image_id, "label": t, "answer": a} for s, t, a in list(zip(samples, truth, answers))[:5]]
     if metric == "accuracy":
@@ -111,8 +112,8 @@ def _score_one(model, samples, dataset, attribute, metric, rank, batch_size, pro
     return {"mae": float(np.mean(errors)), "n": len(truth), "non_numeric": non_numeric, "examples": examples}
 
 
-def evaluate_attributes(model, shards: Path, task: str, split: str = "test", limit: int | None = None,
-                        rank: bool = False, batch_size: int = 16, progress=None) -> dict:
+def evaluate_attributes(model, builder: SequenceBuilder, shards: Path, task: str, split: str = "test",
+                        limit: int | None = None, rank: bool = False, batch_size: int = 16, progress=None) -> dict:
     spec = ATTRIBUTE_TASKS[task]
     samples = _by_image(read_samples(shards, split, "attributes", spec.dataset))[:limit]
     if spec.attribute is not None:
@@ -120,12 +121,13 @@ def evaluate_attributes(model, shards: Path, task: str, split: str = "test", lim
         if not samples:
             raise EvaluationError(f"{shards}: no {spec.dataset} {split} record has the label {spec.attribute!r}")
         return {"task": task, "dataset": spec.dataset, "split": split, "decoding": "rank" if rank else "greedy",
-                **_score_one(model, samples, spec.dataset, spec.attribute, spec.metric, rank, batch_size, progress)}
+                **_score_one(model, builder, samples, spec.dataset, spec.attribute, spec.metric, rank, batch_size,
+                             progress)}
     names = sorted({n for s in samples for n in s.labels})
     per = {}
     for name in names:
         having = [s for s in samples if name in s.labels]
-        per[name] = _score_one(model, having, spec.dataset, name, "accuracy", rank, batch_size, progress)
+        per[name] = _score_one(model, builder, having, spec.dataset, name, "accuracy", rank, batch_size, progress)
     return {"task": task, "dataset": spec.dataset, "split": split, "decoding": "rank" if rank else "greedy",
             "accuracy": float(np.mean([r["accuracy"] for r in per.values()])), "n": len(samples),
             "attributes": len(per), "per_attribute": {k: round(v["accuracy"], 2) for k, v in per.items()}}
@@ -150,10 +152,10 @@ def caption_inputs(shards: Path, split: str, dataset: str, limit: int | None) ->
     return _by_image(samples)[:limit], refs
 
 
-def evaluate_captions(model, shards: Path, split: str = "test", dataset: str = "celebatexthq",
+def evaluate_captions(model, builder: SequenceBuilder, shards: Path, split: str = "test", dataset: str = "celebatexthq",
                       limit: int | None = None, meteor: bool = True, batch_size: int = 16, progress=None) -> dict:
     images, refs = caption_inputs(shards, split, dataset, limit)
-    hyps = gen.generate_captions(model, _codes(images), gen.GREEDY, None, batch_size, progress)
+    hyps = gen.generate_captions(model, builder, _codes(images), gen.GREEDY, None, batch_size, progress)
     hyp_by_id = {s.image_id: h for s, h in zip(images, hyps)}
     scores = metrics.caption_scores({k: refs[k] for k in hyp_by_id}, hyp_by_id, meteor=meteor)
     examples = [{"image_id": s.image_id, "generated": h, "reference": refs[s.image_id][0]} for s, h in zip(images[:5], hyps)]
@@ -185,9 +187,9 @@ def real_image_batches(real_images: Path | None, samples: list[Sample], vqgan, b
     return batches, f"{len(uniq)} split images decoded from their VQGAN codes"
 
 
-def evaluate_text2face(model, shards: Path, vqgan, inception: Path, split: str = "val", dataset: str = "mmcelebahq",
-                       n_faces: int = 1000, real_images: Path | None = None, sampling: gen.Sampling | None = None,
-                       seed: int = 0, batch_size: int = 16, progress=None) -> dict:
+def evaluate_text2face(model, builder: SequenceBuilder, shards: Path, vqgan, inception: Path, split: str = "val",
+                       dataset: str = "mmcelebahq", n_faces: int = 1000, real_images: Path | None = None,
+                       sampling: gen.Sampling | None = None, seed: int = 0, batch_size: int = 16, progress=None) -> dict:
     net = metrics.load_inception(inception)  # fail before generating for minutes
     samples = read_samples(shards, split, "caption", dataset)
     # One caption per image first (more faces than images: their other captions next).
@@ -197,13 +199,50 @@ def evaluate_text2face(model, shards: Path, vqgan, inception: Path, split: str =
     texts = [s.text for s in first + rest][:n_faces]
     sampling = sampling or gen.Sampling()
     g = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    codes = gen.generate_images(model, texts, sampling, g, batch_size, progress=progress)
+    codes = gen.generate_images(model, builder, texts, sampling, g, batch_size, progress=progress)
     fake = [_uint8(vqgan.decode(codes[i:i + batch_size])) for i in range(0, len(codes), batch_size)]
     real, real_note = real_image_batches(real_images, samples, vqgan, batch_size)
     torch.manual_seed(seed)  # IS shuffles its splits with the global generator
     scores = metrics.fid_is(net, real, fake)
     return {"task": "text2face", "dataset": dataset, "split": split, "n": len(texts), "real": real_note,
             "sampling": vars(sampling), **scores}
+
+
+# ---------------------------------------------------------------- one task, as the command runs it
+
+@dataclass(frozen=True)
+class Settings:
+    """What `facecorpus evaluate` runs its tasks with (its options)."""
+    shards: Path
+    split: str = "test"                 # held-out split of the analysis and caption tasks
+    limit: int | None = None            # at most this many images per task
+    rank: bool = False                  # closed label sets ranked by likelihood instead of greedy answers
+    caption_dataset: str = "celebatexthq"
+    meteor: bool = True
+    t2f_dataset: str = "mmcelebahq"
+    t2f_split: str = "val"
+    n_faces: int = 1000
+    inception: Path | None = None
+    real_images: Path | None = None
+    sampling: gen.Sampling = gen.Sampling()   # text2face sampling
+    seed: int = 0
+    batch_size: int = 16
+
+
+def run_task(task: str, model, builder: SequenceBuilder, s: Settings, bar, vqgan=None) -> dict:
+    """One of TASKS with the command's settings. `bar(task, total)` returns the progress callback
+    (total None when unknown); `vqgan` decodes faces for text2face."""
+    if task in ATTRIBUTE_TASKS:
+        advance = bar(task, attribute_work(s.shards, task, s.split, s.limit))
+        return evaluate_attributes(model, builder, s.shards, task, s.split, s.limit, s.rank, s.batch_size, advance)
+    if task == "caption":
+        return evaluate_captions(model, builder, s.shards, s.split, s.caption_dataset, s.limit, s.meteor,
+                                 s.batch_size, bar(task, None))
+    if task != "text2face" or vqgan is None or s.inception is None:
+        raise EvaluationError(f"task {task!r} needs a VQGAN and an Inception network" if task == "text2face"
+                              else f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+    return evaluate_text2face(model, builder, s.shards, vqgan, s.inception, s.t2f_split, s.t2f_dataset, s.n_faces,
+                              s.real_images, s.sampling, s.seed, s.batch_size, bar(task, s.n_faces))
 
 
 # ---------------------------------------------------------------- report
@@ -243,7 +282,3 @@ def markdown(results: dict, label: str) -> str:
     notes.append("- The paper filtered sampled outputs with CLIP; these numbers are unfiltered.")
     return "\n\n".join(parts) + "\n\nNotes:\n" + "\n".join(notes) + "\n"
 
-
-def vocab_check(model) -> None:
-    if model.cfg.vocab_size != vocab.VOCAB_SIZE:
-        raise EvaluationError(f"model vocabulary has {model.cfg.vocab_size} ids, facecorpus uses {vocab.VOCAB_SIZE}")

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import evaluate as ev
-from .generate_cli import pick_vqgan, progress_bar, resolve_device
+from .generate_cli import progress_bar
 
 
 @click.command()
@@ -48,25 +48,32 @@ def evaluate(ckpt, shards, tasks, split, limit, rank, caption_dataset, no_meteor
     laid out like the paper's Tables 2-4, with its numbers in the first row)."""
     from facecorpus.shards import format as fmt
 
-    from .generate import GenerationError
+    from . import inference
+    from .generate import GenerationError, Sampling
     from .metrics import MetricsError
-    from .released import open_model
 
     console = Console(stderr=True)
     tasks = list(ev.TASKS) if "all" in tasks else list(dict.fromkeys(tasks))
     if "text2face" in tasks and inception is None:
         raise click.UsageError("text2face needs --inception PATH (TorchScript inception-2015-12-05.pt); "
                                "or leave it out with --task")
-    device = resolve_device(device)
-    same_vqgan(ckpt, shards)
-    model = open_model(ckpt, device)
-    ev.vocab_check(model)
+    settings = ev.Settings(shards, split, limit, rank, caption_dataset, not no_meteor, t2f_dataset, t2f_split, n_faces,
+                           inception, real_images, Sampling(temperature, top_k), seed, batch_size)
     results: dict = {"checkpoint": str(ckpt), "shards": str(shards)}
     try:
+        device = inference.resolve_device(device)
+        loaded = inference.open_model(ckpt, device)
+        inference.check_shards(loaded, fmt.read_index(shards))
+        vq = inference.pick_vqgan(loaded, vqgan, vqgan_ckpt, device) if "text2face" in tasks else None
         with progress_bar(console) as progress:
+            def bar(task: str, total: int | None):
+                bar_id = progress.add_task(task, total=total)
+                return lambda n: progress.advance(bar_id, n)
+
             for task in tasks:
-                results[task] = _one(task, model, locals(), progress)
-    except (ev.EvaluationError, fmt.FormatError, MetricsError, GenerationError, FileNotFoundError) as err:
+                results[task] = ev.run_task(task, loaded.model, loaded.builder, settings, bar, vq)
+    except (inference.InferenceError, ev.EvaluationError, fmt.FormatError, MetricsError, GenerationError,
+            FileNotFoundError) as err:
         raise click.ClickException(str(err)) from err
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(results, indent=2, ensure_ascii=False, default=str))
@@ -75,36 +82,10 @@ def evaluate(ckpt, shards, tasks, split, limit, rank, caption_dataset, no_meteor
     console.print(f"-> {out / 'eval.json'}, {out / 'eval.md'}")
 
 
-def same_vqgan(ckpt: Path, shards: Path) -> None:
-    """Codes of another VQGAN mean nothing to a model: refuse shards made with a different one."""
     from facecorpus.shards import format as fmt
 
-    from .released import recorded_vqgan
-
-    try:
-        fmt.read_index(shards).check_identity({"vqgan": recorded_vqgan(ckpt)}, f"{ckpt}'s training shards")
-    except fmt.FormatError as err:
-        raise click.ClickException(str(err)) from None
-
-
-def _one(task: str, model, a: dict, progress) -> dict:
-    from .generate import Sampling
-
-    if task in ev.ATTRIBUTE_TASKS:
-        bar = progress.add_task(task, total=ev.attribute_work(a["shards"], task, a["split"], a["limit"]))
-        return ev.evaluate_attributes(model, a["shards"], task, a["split"], a["limit"], a["rank"], a["batch_size"],
-                                      lambda n: progress.advance(bar, n))
-    if task == "caption":
-        bar = progress.add_task(task, total=None)
-        return ev.evaluate_captions(model, a["shards"], a["split"], a["caption_dataset"], a["limit"], not a["no_meteor"],
-                                    a["batch_size"], lambda n: progress.advance(bar, n))
-    vq = pick_vqgan(a["ckpt"], a["vqgan"], a["vqgan_ckpt"], a["device"])
-    bar = progress.add_task(task, total=a["n_faces"])
-    return ev.evaluate_text2face(model, a["shards"], vq, a["inception"], a["t2f_split"], a["t2f_dataset"], a["n_faces"],
-                                 a["real_images"], Sampling(a["temperature"], a["top_k"]), a["seed"], a["batch_size"],
-                                 lambda n: progress.advance(bar, n))
-
-
+    from . import inference
+    from .generate import GenerationError, Sampling
 def summary(console: Console, results: dict) -> None:
     t = Table(title="evaluate")
     for col in ("task", "n", "score", "paper"):

@@ -1,16 +1,19 @@
 """Sampling from a Talk2Face model: the three prompts, a key/value cache and modality masks.
 
-The anchor's script re-ran the whole sequence for every new token and could sample a text id at an
-image position, which then broke the VQGAN decoder. Here every step runs on the cache (one new token
-through the network; a static-shape step, replayed as a CUDA graph on GPUs: `DecodeStep`), and a mask restricts what each position may produce: image positions only
-the 1,024 image codes, text positions only real WordPiece ids and `[SEP]` (never `[PAD]`, `[CLS]`,
-`[MASK]`, `[UNK]` or the `[unused*]` slots). The mask is applied before temperature/top-k/top-p, so
-a filter can never leave a row with nothing to pick.
+The original release's script re-ran the whole sequence for every new token and could sample a text
+id at an image position, which then broke the VQGAN decoder. Here every step runs on the cache (one
+new token through the network; a static-shape step, replayed as a CUDA graph on GPUs: `DecodeStep`),
+and a mask restricts what each position may produce: image positions only the codebook's image ids,
+text positions only real WordPiece ids and `[SEP]` (never `[PAD]`, `[CLS]`, `[MASK]`, `[UNK]` or the
+`[unused*]` slots). The mask is applied before temperature/top-k/top-p, so a filter can never leave a
+row with nothing to pick.
 
-Sequences (docs/design.md, "Sequences"; ../shared/talk2face-reference.md):
-  to image:      [CLS] to image [SEP] <text> [SEP]                    | 256 image ids
-  to caption:    [CLS] to capt ##ion [SEP] <256 image ids> [SEP]      | text ... [SEP]
-  to attributes: [CLS] to attributes [SEP] <256 image ids> [SEP]      | <key:> value ...
+Inputs are built by the training sequence code (`trainer.sequences.SequenceBuilder`, docs/design.md,
+"Sequences") for the model's code grid and sequence length, so a long to-image text is cut on the
+same word and key-value-pair boundaries as in training, and the cut is reported:
+  to image:      [CLS] to image [SEP] <text> [SEP]                    | the image's codes
+  to caption:    [CLS] to capt ##ion [SEP] <image codes> [SEP]        | text ... [SEP]
+  to attributes: [CLS] to attributes [SEP] <image codes> [SEP]        | <key:> value ...
 The part before `|` has segment 1, the rest segment 2.
 """
 
@@ -24,10 +27,9 @@ import torch
 
 from facecorpus import vocab
 
-PROMPTS = {"to-image": "to image", "to-caption": "to caption", "to-attributes": "to attributes"}
-IMAGE_TOKENS = 256
-MAX_TEXT = 71        # text ids in a prefix: [CLS] prompt(<=3) [SEP] text [SEP] + 256 + [SEP] fits 334
-MAX_CAPTION = 72     # new text ids for a caption, closing [SEP] included (total 262 + 72 = 334)
+from .sequences import PROMPTS, SequenceBuilder
+
+PROMPT_NAMES = tuple(f"to-{produce}" for produce in PROMPTS)   # the command line's names: to-image, ...
 MAX_VALUE = 16       # new text ids for one attribute value
 SEMICOLON = 1025     # WordPiece id of ";": ends one key-value pair inside an attributes target
 FIRST_WORDPIECE = 999  # ids 104..998 are [unused99..993]; 1..99 [unused0..98]
@@ -41,7 +43,7 @@ class GenerationError(ValueError):
 class Sampling:
     """Temperature, then top-k, then top-p (nucleus); `greedy` takes the arg-max instead."""
     temperature: float = 1.0
-    top_k: int = 70          # the anchor's default; 0 = off
+    top_k: int = 70          # the original release's default; 0 = off
     top_p: float = 1.0       # 1.0 = off
     greedy: bool = False
 
@@ -59,11 +61,12 @@ GREEDY = Sampling(greedy=True)
 
 # ---------------------------------------------------------------- modality masks
 
-def allowed_ids(modality: str, vocab_size: int = vocab.VOCAB_SIZE) -> torch.Tensor:
-    """Bool [vocab_size]: the ids a position of this modality may produce."""
+def allowed_ids(modality: str, vocab_size: int) -> torch.Tensor:
+    """Bool [vocab_size]: the ids a position of this modality may produce (the image ids are every id
+    after the WordPiece ones: a model's vocabulary is sized for its codebook)."""
     allowed = torch.zeros(vocab_size, dtype=torch.bool)
     if modality == "image":
-        allowed[vocab.IMAGE_OFFSET:vocab.IMAGE_OFFSET + vocab.IMAGE_CODES] = True
+        allowed[vocab.IMAGE_OFFSET:] = True
     elif modality == "text":
         allowed[FIRST_WORDPIECE:vocab.TEXT_VOCAB_SIZE] = True
         allowed[vocab.SEP] = True
@@ -110,21 +113,37 @@ def pick(logits: torch.Tensor, allowed: torch.Tensor, s: Sampling, generator: to
 
 # ---------------------------------------------------------------- sequences
 
-def prefix_ids(prompt: str, text: str | None = None, codes=None) -> list[int]:
-    """The segment-1 prefix of a prompt: `[CLS] prompt [SEP] <text or 256 image ids> [SEP]`."""
-    if prompt not in PROMPTS:
-        raise GenerationError(f"prompt must be one of {', '.join(PROMPTS)}, got {prompt!r}")
-    head = [vocab.CLS, *vocab.encode_text(PROMPTS[prompt]), vocab.SEP]
-    if prompt == "to-image":
-        if not text or not text.strip():
-            raise GenerationError("to-image needs a text (caption and/or attributes)")
-        # Cut the text, not the closing [SEP] (the anchor cut at 64 ids, closing [SEP] included).
-        return head + vocab.encode_text(text)[:MAX_TEXT] + [vocab.SEP]
-    codes = torch.as_tensor(codes).reshape(-1)
-    if codes.numel() != IMAGE_TOKENS or int(codes.min()) < 0 or int(codes.max()) >= vocab.IMAGE_CODES:
-        raise GenerationError(f"{prompt} needs {IMAGE_TOKENS} image codes in [0, {vocab.IMAGE_CODES}), "
-                              f"got {codes.numel()} in {int(codes.min())}..{int(codes.max())}")
-    return head + vocab.image_ids(codes.tolist()) + [vocab.SEP]
+def check_fit(model, builder: SequenceBuilder) -> None:
+    """A model generates for one code grid: its vocabulary must hold that grid's codebook."""
+    want = vocab.vocab_size(builder.grid.codebook_size)
+    if model.cfg.vocab_size != want:
+        raise GenerationError(f"the model has {model.cfg.vocab_size} ids, but codes of a {builder.grid.codebook_size}-code "
+                              f"book need {want}: this model was not trained on this VQGAN's codes")
+    if builder.seq_len > model.cfg.n_positions:
+        raise GenerationError(f"sequences of {builder.seq_len} ids exceed the model's {model.cfg.n_positions} positions")
+
+
+def text_prefix(builder: SequenceBuilder, text: str) -> tuple[list[int], str | None]:
+    """The to-image prefix `[CLS] to image [SEP] <text> [SEP]`, the text cut as training cuts it ->
+    (ids, a note saying what was cut, or None)."""
+    if not text or not text.strip():
+        raise GenerationError("to-image needs a text (caption and/or attributes)")
+    try:
+        ids, note = builder.prompt_text(text)
+    except ValueError as err:
+        raise GenerationError(str(err)) from None
+    return builder.prefix("image", text_ids=ids), note
+
+
+def image_prefix(builder: SequenceBuilder, prompt: str, codes) -> list[int]:
+    """The segment-1 prefix of to-caption / to-attributes: `[CLS] prompt [SEP] <image ids> [SEP]`."""
+    if prompt not in PROMPT_NAMES or prompt == "to-image":
+        raise GenerationError(f"an image prompt is one of {', '.join(PROMPT_NAMES[1:])}, got {prompt!r}")
+    try:
+        image = builder.image_ids(torch.as_tensor(codes).reshape(-1).numpy())
+    except ValueError as err:
+        raise GenerationError(f"{prompt}: {err}") from None
+    return builder.prefix(prompt[3:], image=image)
 
 
 def _device(model) -> torch.device:
@@ -142,7 +161,6 @@ def _last_logits(model, ids, seg, cache, rows: slice):
 
 # ---------------------------------------------------------------- the cached decode step
 
-MAX_SEQ = 334        # the longest sequence of any prompt: one static cache length serves them all
 GRAPH_CACHE = 4      # captured CUDA graphs kept per model (each holds its own KV cache)
 
 
@@ -225,14 +243,16 @@ def release_graphs(model) -> None:
     model.__dict__.pop("_decode_graphs", None)
 
 
-def _step_for(model, b: int, p: int, steps: int, rows: slice, allowed, s: Sampling, graph: bool | None) -> DecodeStep:
+def _step_for(model, b: int, p: int, steps: int, rows: slice, allowed, s: Sampling, graph: bool | None,
+              seq_len: int) -> DecodeStep:
     """Eager: a fresh step sized to this call. CUDA graph: one per (batch, rows, sampling, weights),
-    kept on the model and reused (capture costs far more than a few decoding steps)."""
+    kept on the model and reused (capture costs far more than a few decoding steps); its cache holds
+    `seq_len` ids (the model's sequence length), so one captured step serves every prompt."""
     if graph is None:
         graph = graph_ok(model)
     if not graph:
         return DecodeStep(model, b, p + steps, rows, allowed, s, graph=False)
-    max_len = -(-max(MAX_SEQ, p + steps) // 16) * 16   # a multiple of 16: attention kernels need no padded mask copy
+    max_len = -(-max(seq_len, p + steps) // 16) * 16   # a multiple of 16: attention kernels need no padded mask copy
     w = model.lm_head.weight
     key = (b, max_len, rows.start, rows.stop, s, w.dtype, w.device, w.data_ptr())
     steps_cache = model.__dict__.setdefault("_decode_graphs", {})
@@ -251,14 +271,15 @@ def _step_for(model, b: int, p: int, steps: int, rows: slice, allowed, s: Sampli
 @torch.no_grad()
 def decode(model, ids: torch.Tensor, seg: torch.Tensor, steps: int, modality: str, s: Sampling,
            generator: torch.Generator | None = None, stop: tuple[int, ...] = (), use_cache: bool = True,
-           graph: bool | None = None) -> torch.Tensor:
+           graph: bool | None = None, seq_len: int = 0) -> torch.Tensor:
     """Continue `ids` [B,P] (segments `seg`) by `steps` tokens of one modality -> [B, <=steps] new ids.
 
     The new tokens get segment 2. Rows stop after any id in `stop` (later positions hold that id);
     the loop ends early once every row has stopped. `use_cache=False` re-runs the whole sequence
-    every step, as the anchor did (benchmark baseline and a check on the cache). `graph`: replay the
-    cached step as a CUDA graph (default: on CUDA in eval mode, see `graph_ok`); the tokens are the
-    same either way."""
+    every step, as the original release did (benchmark baseline and a check on the cache). `graph`:
+    replay the cached step as a CUDA graph (default: on CUDA in eval mode, see `graph_ok`), with a
+    static cache of `seq_len` ids (the longest sequence decoded; default this call's); the tokens are
+    the same either way."""
     device = _device(model)
     ids, seg = ids.to(device), seg.to(device)
     b, p = ids.shape
@@ -267,13 +288,13 @@ def decode(model, ids: torch.Tensor, seg: torch.Tensor, steps: int, modality: st
                               f"{p} + steps <= n_positions={model.cfg.n_positions}")
     # Image positions: only the image rows of the head are computed, so no other id can come out;
     # text positions: the full head, masked.
-    rows = slice(vocab.IMAGE_OFFSET, vocab.VOCAB_SIZE) if modality == "image" else slice(0, model.cfg.vocab_size)
+    rows = slice(vocab.IMAGE_OFFSET, model.cfg.vocab_size) if modality == "image" else slice(0, model.cfg.vocab_size)
     allowed = allowed_ids(modality, model.cfg.vocab_size)[rows].to(device)
     stop_t = torch.tensor(stop, dtype=torch.long, device=device)
     two = torch.full((b, 1), 2, dtype=torch.long, device=device)
     done = torch.zeros(b, dtype=torch.bool, device=device)
     if use_cache:
-        step = _step_for(model, b, p, steps, rows, allowed, s, graph)
+        step = _step_for(model, b, p, steps, rows, allowed, s, graph, seq_len)
         logits = step.start(ids, seg)
     else:
         logits = _last_logits(model, ids, seg, None, rows)
@@ -294,6 +315,8 @@ def decode(model, ids: torch.Tensor, seg: torch.Tensor, steps: int, modality: st
 
 
 def _batches(n: int, size: int):
+    if size < 1:
+        raise GenerationError(f"batch size must be >= 1, got {size}")
     for start in range(0, n, size):
         yield slice(start, min(n, start + size))
 
@@ -305,12 +328,15 @@ def _ones(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
 
 # ---------------------------------------------------------------- the three prompts
 
-def generate_images(model, texts: list[str], s: Sampling, generator=None, batch_size: int = 16,
-                    use_cache: bool = True, progress=None) -> torch.Tensor:
-    """Texts -> [N,256] image codes in [0,1024). Texts are grouped by prefix length (no padding
-    inside a prefix, so positions match training)."""
-    prefixes = [prefix_ids("to-image", text=t) for t in texts]
-    codes = torch.empty(len(texts), IMAGE_TOKENS, dtype=torch.long)
+def generate_images(model, builder: SequenceBuilder, texts: list[str], s: Sampling, generator=None,
+                    batch_size: int = 16, use_cache: bool = True, progress=None) -> torch.Tensor:
+    """Texts -> [N, grid.count] image codes in [0, codebook). Texts longer than the text budget are
+    cut as in training (`text_prefix` says how). Texts are grouped by prefix length (no padding inside
+    a prefix, so positions match training)."""
+    check_fit(model, builder)
+    prefixes = [text_prefix(builder, t)[0] for t in texts]
+    count = builder.grid.count
+    codes = torch.empty(len(texts), count, dtype=torch.long)
     by_len: dict[int, list[int]] = {}
     for i, pre in enumerate(prefixes):
         by_len.setdefault(len(pre), []).append(i)
@@ -318,7 +344,7 @@ def generate_images(model, texts: list[str], s: Sampling, generator=None, batch_
         for part in _batches(len(rows), batch_size):
             idx = rows[part]
             ids, seg = _ones([prefixes[i] for i in idx])
-            new = decode(model, ids, seg, IMAGE_TOKENS, "image", s, generator, use_cache=use_cache)
+            new = decode(model, ids, seg, count, "image", s, generator, use_cache=use_cache, seq_len=builder.seq_len)
             codes[idx] = new.cpu() - vocab.IMAGE_OFFSET
             if progress is not None:
                 progress(len(idx))
@@ -332,38 +358,41 @@ def _cut(row: list[int], stops: tuple[int, ...]) -> list[int]:
     return row
 
 
-def generate_captions(model, codes: torch.Tensor, s: Sampling, generator=None, batch_size: int = 16,
-                      progress=None) -> list[str]:
-    """[N,256] codes -> N detokenized captions."""
+def generate_captions(model, builder: SequenceBuilder, codes: torch.Tensor, s: Sampling, generator=None,
+                      batch_size: int = 16, progress=None) -> list[str]:
+    """[N, grid.count] codes -> N detokenized captions, each at most the text budget long."""
+    check_fit(model, builder)
     out: list[str] = []
     for part in _batches(len(codes), batch_size):
-        ids, seg = _ones([prefix_ids("to-caption", codes=c) for c in codes[part]])
-        new = decode(model, ids, seg, MAX_CAPTION, "text", s, generator, stop=(vocab.SEP,))
+        ids, seg = _ones([image_prefix(builder, "to-caption", c) for c in codes[part]])
+        steps = builder.seq_len - ids.shape[1]     # the text budget and the closing [SEP]
+        new = decode(model, ids, seg, steps, "text", s, generator, stop=(vocab.SEP,), seq_len=builder.seq_len)
         out += [vocab.decode_text(_cut(r, (vocab.SEP,))) for r in new.tolist()]
         if progress is not None:
             progress(len(new))
     return out
 
 
-def _attribute_input(codes: torch.Tensor, key: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _attribute_input(builder: SequenceBuilder, codes: torch.Tensor, key: str) -> tuple[torch.Tensor, torch.Tensor]:
     key_ids = vocab.encode_text(key.strip())
     if not key.strip().endswith(":") or len(key_ids) < 2:
-        raise GenerationError(f"attribute key {key!r} must look like '<dataset> <attribute>:' (e.g. 'fairface race:')")
-    rows = [prefix_ids("to-attributes", codes=c) for c in codes]
+        raise GenerationError(f"attribute key {key[:200]!r} must look like '<dataset> <attribute>:' (e.g. 'fairface race:')")
+    rows = [image_prefix(builder, "to-attributes", c) for c in codes]
     ids = torch.tensor([r + key_ids for r in rows], dtype=torch.long)
     seg = torch.ones_like(ids)
     seg[:, len(rows[0]):] = 2   # the key opens the target segment
     return ids, seg
 
 
-def generate_attribute(model, codes: torch.Tensor, key: str, s: Sampling = GREEDY, generator=None,
-                       batch_size: int = 16, progress=None) -> list[str]:
-    """[N,256] codes + key (`fairface race:`) -> N value strings, read up to `;` or `[SEP]`."""
+def generate_attribute(model, builder: SequenceBuilder, codes: torch.Tensor, key: str, s: Sampling = GREEDY,
+                       generator=None, batch_size: int = 16, progress=None) -> list[str]:
+    """[N, grid.count] codes + key (`fairface race:`) -> N value strings, read up to `;` or `[SEP]`."""
+    check_fit(model, builder)
     out: list[str] = []
     stops = (vocab.SEP, SEMICOLON)
     for part in _batches(len(codes), batch_size):
-        ids, seg = _attribute_input(codes[part], key)
-        new = decode(model, ids, seg, MAX_VALUE, "text", s, generator, stop=stops)
+        ids, seg = _attribute_input(builder, codes[part], key)
+        new = decode(model, ids, seg, MAX_VALUE, "text", s, generator, stop=stops, seq_len=builder.seq_len)
         out += [vocab.decode_text(_cut(r, stops)).strip() for r in new.tolist()]
         if progress is not None:
             progress(len(new))
@@ -371,19 +400,20 @@ def generate_attribute(model, codes: torch.Tensor, key: str, s: Sampling = GREED
 
 
 @torch.no_grad()
-def rank_values(model, codes: torch.Tensor, key: str, candidates: list[str], batch_size: int = 16,
-                progress=None) -> tuple[list[str], torch.Tensor]:
+def rank_values(model, builder: SequenceBuilder, codes: torch.Tensor, key: str, candidates: list[str],
+                batch_size: int = 16, progress=None) -> tuple[list[str], torch.Tensor]:
     """Closed label sets: score every candidate value by log p(value ids, then `;` or `[SEP]`).
 
     Returns the best candidate per image and the [N, C] log-likelihoods. The end token matters:
     without it a value that is the start of another ('white' vs 'white man') would always tie or win."""
+    check_fit(model, builder)
     if not candidates:
-        raise GenerationError(f"rank_values: no candidate values for {key!r}")
+        raise GenerationError(f"rank_values: no candidate values for {key[:200]!r}")
     cand = [vocab.encode_text(str(c)) for c in candidates]
     device = _device(model)
     scores = torch.empty(len(codes), len(cand))
     for part in _batches(len(codes), batch_size):
-        ids, seg = _attribute_input(codes[part], key)
+        ids, seg = _attribute_input(builder, codes[part], key)
         b, p = ids.shape
         for c, value in enumerate(cand):
             # One candidate for the whole batch at a time: same length, so no padding.

@@ -1,0 +1,162 @@
+"""What `generate` and `evaluate` load before they ask a model anything: the device, the model (a
+training run, one of its step folders, or the authors' released `talk2face.bin`) with the sequence
+layout it was trained for (code grid and sequence length, from its checkpoint), the VQGAN whose codes
+it reads, and input images encoded by that VQGAN.
+
+Every problem here is an `InferenceError` whose message names the input: the commands print it as
+one line, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from facecorpus.codes import FFHQ_F16
+
+from . import checkpoint
+from .model import Talk2Face
+from .released import load_released
+from .sequences import SequenceBuilder
+
+
+class InferenceError(ValueError):
+    """A device, checkpoint, VQGAN or input image that generation cannot use; the message says which."""
+
+
+def resolve_device(name: str) -> str:
+    """`auto` (CUDA when present, else CPU), `cpu`, `cuda` or `cuda:N`, checked against this machine."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InferenceError(f"--device {name[:50]!r}: not a device; use cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InferenceError(f"--device {name}: this machine has no usable CUDA device (torch {torch.__version__} "
+                                 "sees none); use --device cpu, or auto to take CUDA only when present")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise InferenceError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                                 f"numbered from 0")
+    elif device.type != "cpu":
+        raise InferenceError(f"--device {name}: only cpu and cuda devices are supported")
+    return str(device)
+
+
+@dataclass
+class Loaded:
+    """A model ready to sample from, and what it was trained on."""
+    model: Talk2Face
+    builder: SequenceBuilder          # the code grid and sequence length of its training sequences
+    source: Path                      # the step folder or the released file loaded
+    vqgan: dict = field(default_factory=dict)     # identity of the VQGAN its shards were made with ({} if unknown)
+    skipped: list[str] = field(default_factory=list)   # damaged newer step folders passed over
+
+
+def open_model(path: str | Path, device: str = "cpu") -> Loaded:
+    """What `generate`/`evaluate` accept as CKPT: a training run (its newest intact step folder), a
+    step folder (refused when damaged), or a released file (Talk2Face's FFHQ f16 codes, 334 ids)."""
+    path = Path(path)
+    try:
+        if path.is_file():
+            return Loaded(load_released(path, device=device), SequenceBuilder(grid=FFHQ_F16), path)
+        skipped: list[str] = []
+        ckpt = checkpoint.resolve(path, skipped)
+        model, cfg = checkpoint.load_step(ckpt, device)
+        vqgan = checkpoint.shards_identity(ckpt).get("vqgan") or {}
+        return Loaded(model, SequenceBuilder(cfg.data.seq_len, cfg.grid), ckpt, vqgan, skipped)
+    except (checkpoint.CheckpointError, ValueError) as err:
+        raise InferenceError(str(err)) from None
+
+
+def pick_vqgan(loaded: Loaded, vqgan: str | None, vqgan_ckpt: Path | None, device: str):
+    """The VQGAN the user names, else the bundled one the run's shards were made with; refused when
+    its codes are not the ones the model was trained on (another checkpoint or another code grid)."""
+    from facecorpus.vqgan import PRESETS, VQGANError, load_vqgan
+
+    recorded = loaded.vqgan
+    if vqgan is None:
+        name = recorded.get("name")
+        if name not in PRESETS or PRESETS[name][1] is None:
+            raise InferenceError(f"{loaded.source}: no bundled VQGAN recorded (found {name!r}); pass --vqgan ffhq-f16 "
+                                 "--vqgan-ckpt PATH (the taming FFHQ checkpoint the shards were made with)")
+        vqgan = name
+    try:
+        model = load_vqgan(vqgan, vqgan_ckpt, device)
+    except VQGANError as err:
+        raise InferenceError(str(err)) from None
+    want = recorded.get("checkpoint_sha256")
+    if want and want != model.identity["checkpoint_sha256"]:
+        raise InferenceError(f"{loaded.source} was trained on codes of VQGAN checkpoint {want[:12]}..., but the VQGAN "
+                             f"given has {model.identity['checkpoint_sha256'][:12]}...: its codes mean nothing to this model")
+    if model.code_grid != loaded.builder.grid:
+        raise InferenceError(f"{loaded.source} was trained on a {loaded.builder.grid.as_dict()} code grid, but the VQGAN "
+                             f"given makes {model.code_grid.as_dict()}")
+    return model
+
+
+def encode_images(paths: list[Path], vqgan) -> torch.Tensor:
+    """Input images through the tokenization preprocessing (facecorpus.preprocess) -> [N, grid.count]
+    codes. An image that cannot be read, or one so large that PIL suspects a decompression bomb (a
+    warning by default, an error at twice its limit), is refused naming the file."""
+    from PIL import Image
+
+    from facecorpus.preprocess import load_image, preprocess
+
+    images = []
+    for p in paths:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                images.append(preprocess(load_image(p)))
+        except (OSError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+            raise InferenceError(f"{p}: cannot use this input image: {str(err)[:200]}") from None
+    return vqgan.encode(torch.stack(images)).reshape(len(paths), -1).cpu()
+
+
+def run_prompt(loaded: Loaded, vq, prompt: str, rows: list[str], key: str | None, candidates: str | None,
+               sampling, generator, batch_size: int, out: Path, progress=None) -> list[dict]:
+    """One prompt over its inputs (texts for to-image, image paths otherwise) -> one result per input:
+    {input, output} (a PNG path under `out` for to-image, else text), plus `note` where a to-image
+    text was cut to the text budget (on the word and key-value-pair boundaries training uses)."""
+    from facecorpus.preprocess import to_pil
+
+    from . import generate as gen
+
+    model, builder = loaded.model, loaded.builder
+    if prompt == "to-image":
+        codes = gen.generate_images(model, builder, rows, sampling, generator, batch_size, progress=progress)
+        results = []
+        for i, text in enumerate(rows):
+            path = out / f"{i:04d}.png"
+            to_pil(vq.decode(codes[i:i + 1])[0]).save(path)
+            note = gen.text_prefix(builder, text)[1]
+            results.append({"input": text, "output": str(path), **({"note": note} if note else {})})
+        return results
+    codes = encode_images([Path(r) for r in rows], vq)
+    if prompt == "to-caption":
+        outputs = gen.generate_captions(model, builder, codes, sampling, generator, batch_size, progress=progress)
+    elif candidates:
+        values = [c.strip() for c in candidates.split(",") if c.strip()]
+        outputs, _ = gen.rank_values(model, builder, codes, key, values, batch_size, progress=progress)
+    else:
+        outputs = gen.generate_attribute(model, builder, codes, key, gen.GREEDY, generator, batch_size, progress=progress)
+    return [{"input": r, "output": o} for r, o in zip(rows, outputs)]
+
+
+def check_shards(loaded: Loaded, index) -> None:
+    """Codes of another VQGAN or code grid mean nothing to a model: refuse shards (a read
+    `facecorpus.shards.format.ShardIndex`) made with one."""
+    from facecorpus.shards.format import FormatError
+
+    try:
+        index.check_identity({"vqgan": loaded.vqgan}, str(loaded.source))
+    except FormatError as err:
+        raise InferenceError(str(err)) from None
+    if index.grid != loaded.builder.grid:
+        raise InferenceError(f"{loaded.source} was trained on a {loaded.builder.grid.as_dict()} code grid, but "
+                             f"{index.root} holds codes of {index.grid.as_dict()}: re-shard with the training VQGAN")
