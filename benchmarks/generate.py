@@ -1,4 +1,4 @@
-"""Decoding speed: facecorpus's key/value cache against cache-less decoding (the anchor's way), in one run.
+"""Decoding speed: facecorpus's key/value cache against cache-less decoding (the original release's way), in one run.
 
     python benchmarks/generate.py                                           # CPU, tiny preset: the ratio
     python benchmarks/generate.py --device cuda --preset talk2face-base --batch 16
@@ -10,14 +10,14 @@ Both decode 256 image tokens (a to-image prompt) from the same model and seed wi
   path there) each step is one CUDA-graph replay; `--no-graph` runs the same step eagerly. The
   output says which path ran, and on CUDA also times the eager step and checks that both paths
   draw the same tokens.
-- anchor-style baseline: every step re-runs the whole sequence (prefix + everything generated so
-  far) and computes logits over every position, as the released generation script did.
+- the release's way (baseline): every step re-runs the whole sequence (prefix + everything generated
+  so far) and computes logits over every position, as the released generation script did.
 A third row decodes without the cache but with facecorpus's head (last position, image rows only),
 separating the cache's share of the speed-up. Reports generated tokens/s, the ratios, and whether
 greedy decoding gives the same tokens both ways.
 `--baseline-steps N` times the baseline on its first N steps only: its steps grow longer as the
-sequence grows, so a shorter baseline understates the ratio (conservative). Needs torch only
-(no tokenizers, webdataset or Ray).
+sequence grows, so a shorter baseline understates the ratio (conservative). The prefix is built by
+the training sequence code for Talk2Face's FFHQ f16 grid. Needs no shards, Ray or GPU.
 """
 
 from __future__ import annotations
@@ -32,9 +32,12 @@ import torch
 from facecorpus.trainer import generate as gen
 from facecorpus.trainer.config import model_preset
 from facecorpus.trainer.model import Talk2Face
+from facecorpus.trainer.sequences import SequenceBuilder
 
-# [CLS] to image [SEP] <20 text ids> [SEP], ids written out so no tokenizer is needed
-PREFIX = [101, 2000, 3746, 102, *range(2000, 2020), 102]
+from facecorpus.codes import FFHQ_F16
+
+# [CLS] to image [SEP] <20 text ids> [SEP]
+TEXT = "a smiling young woman with long wavy blond hair, arched eyebrows and rosy cheeks"
 
 
 def sync(device: str) -> None:
@@ -43,7 +46,7 @@ def sync(device: str) -> None:
 
 
 @torch.no_grad()
-def anchor_decode(model, ids, seg, steps: int, s: gen.Sampling, g) -> torch.Tensor:
+def release_decode(model, ids, seg, steps: int, s: gen.Sampling, g) -> torch.Tensor:
     """Cache-less: the whole sequence through the network, logits everywhere, every step."""
     allowed = gen.allowed_ids("image", model.cfg.vocab_size).to(ids.device)
     two = torch.full((ids.shape[0], 1), 2, dtype=torch.long, device=ids.device)
@@ -82,29 +85,32 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = Talk2Face(model_preset(preset)).eval().to(args.device)
+    model = Talk2Face(model_preset(preset, FFHQ_F16)).eval().to(args.device)
     if args.dtype == "bf16":
         model = model.to(torch.bfloat16)
-    ids = torch.tensor([PREFIX] * batch, device=args.device)
+    builder = SequenceBuilder(grid=FFHQ_F16)
+    ids = torch.tensor([gen.text_prefix(builder, TEXT)[0]] * batch, device=args.device)
     seg = torch.ones_like(ids)
     s = gen.Sampling(top_k=70)
     graph = gen.graph_ok(model) and not args.no_graph
     # Warm-up (kernels, allocator, and on CUDA the graph capture: kept on the model, reused below).
-    gen.decode(model, ids, seg, 4, "image", s, graph=graph)
-    anchor_decode(model, ids, seg, 2, s, None)
+    gen.decode(model, ids, seg, 4, "image", s, graph=graph, seq_len=builder.seq_len)
+    release_decode(model, ids, seg, 2, s, None)
     graph = graph and "_graph_failed" not in model.__dict__    # a failed capture warned and fell back
     path = ("CUDA graph (static KV cache, one replay per token)" if graph else
             f"eager static step (no CUDA graph: {'--no-graph' if args.no_graph else model.__dict__.get('_graph_failed', 'device ' + args.device)})")
     print(f"decode path: {path}", flush=True)
     cached, t_cache = timed(lambda: gen.decode(model, ids, seg, args.steps, "image", s,
-                                               torch.Generator(args.device).manual_seed(1), graph=graph), args.device)
+                                               torch.Generator(args.device).manual_seed(1), graph=graph,
+                                               seq_len=builder.seq_len), args.device)
     eager_row, same_paths = [], None
     if graph:   # the graph's share, and a check that replaying it draws exactly what the eager step draws
         eager, t_eager = timed(lambda: gen.decode(model, ids, seg, args.steps, "image", s,
-                                                  torch.Generator(args.device).manual_seed(1), graph=False), args.device)
+                                                  torch.Generator(args.device).manual_seed(1), graph=False,
+                                                  seq_len=builder.seq_len), args.device)
         same_paths = (eager == cached).float().mean().item()
         eager_row = [f"| facecorpus (KV cache, eager step, no CUDA graph) | {batch * args.steps / t_eager:,.1f} | {t_eager:.2f} |"]
-    _, t_base = timed(lambda: anchor_decode(model, ids, seg, base_steps, s,
+    _, t_base = timed(lambda: release_decode(model, ids, seg, base_steps, s,
                                                torch.Generator(args.device).manual_seed(1)), args.device)
     _, t_nocache = timed(lambda: gen.decode(model, ids, seg, base_steps, "image", s,
                                             torch.Generator(args.device).manual_seed(1), use_cache=False), args.device)
@@ -113,17 +119,18 @@ def main() -> None:
     # Same tokens? Greedy, so that both draw nothing random (the cached path samples over the 1,024
     # image rows only, the baseline over the masked full vocabulary: same distribution, other draws).
     n = min(16, args.steps)
-    same = (gen.decode(model, ids, seg, n, "image", gen.GREEDY, graph=graph) == anchor_decode(model, ids, seg, n, gen.GREEDY, None))
+    same = (gen.decode(model, ids, seg, n, "image", gen.GREEDY, graph=graph, seq_len=builder.seq_len)
+            == release_decode(model, ids, seg, n, gen.GREEDY, None))
     same = same.float().mean().item()
     lines = [(f"- preset {preset}, batch {batch}, {args.steps} image tokens, {args.dtype}, device {args.device}, "
               f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}; baseline timed on {base_steps} steps"),
              f"- decode path: {path}",
              "", "| variant | generated tokens/s | seconds |", "|---|---|---|",
-             f"| anchor-style (no cache, all logits, every step) | {base_tps:,.1f} | {t_base:.2f} |",
+             f"| the release's way (no cache, all logits, every step) | {base_tps:,.1f} | {t_base:.2f} |",
              f"| facecorpus without its cache (head at the last position, image rows only) | {nocache_tps:,.1f} | {t_nocache:.2f} |",
              *eager_row,
              f"| facecorpus (KV cache{', CUDA graph' if graph else ''}) | {cache_tps:,.1f} | {t_cache:.2f} |", "",
-             (f"- speed-up: **{cache_tps / base_tps:.1f}x** over the anchor's way (target on GPU: >= 10x); "
+             (f"- speed-up: **{cache_tps / base_tps:.1f}x** over the release's way (target on GPU: >= 10x); "
               f"the cache alone: {cache_tps / nocache_tps:.1f}x"),
              f"- same greedy tokens in both (first {n} steps): {100 * same:.1f}% of positions (fp32 should give 100%)"]
     if same_paths is not None:

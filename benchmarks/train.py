@@ -1,18 +1,19 @@
-"""Training throughput of facecorpus's Talk2Face step against an anchor-style step, in one run.
+"""Training throughput of facecorpus's Talk2Face step against a step done the original release's way, in one run.
 
     python benchmarks/train.py                                    # CPU, tiny preset: ratios only
     python benchmarks/train.py --device cuda --preset talk2face-base --batch 192
 
-Both variants train the same model shape on the same synthetic batches, which have the real
-sequence layout and length mix (four balanced tasks, 256 image ids, 16-71 text ids, padded to 336):
+Both variants train the same model shape on the same synthetic batches, built by the training
+sequence code for Talk2Face's FFHQ f16 grid (four balanced tasks, 256 image ids, 16-71 text ids,
+padded to 336):
 - facecorpus: bf16 autocast on CUDA, boolean prefix-LM mask through scaled_dot_product_attention,
   the LM head only where a target exists, fused AdamW, torch.compile of each block (--compile).
-- anchor-style baseline: fp32, eager, an additive -10000 fp32 B x 1 x T x T mask built every forward,
+- the release's way (baseline): fp32, eager, an additive -10000 fp32 B x 1 x T x T mask built every forward,
   explicit softmax attention, the released LayerNorm, logits over every position, loss over every
   non-pad position, unfused AdamW.
 Reports non-pad tokens/s, sequences/s, MFU (useful FLOPs over the device's dense bf16 peak from
 trainer/mfu.py; `n/a` for CPUs and unknown GPUs), the speed-up, and how long the paper's 500k x 192
-= 96M sequences would take. Needs only torch (no webdataset, Ray or tokenizers).
+= 96M sequences would take. Needs no shards, Ray or GPU.
 """
 
 from __future__ import annotations
@@ -27,28 +28,28 @@ import torch
 import torch.nn.functional as F
 
 from facecorpus.trainer import mfu
-from facecorpus.trainer.config import model_preset
+from facecorpus.trainer.config import RunConfig
 from facecorpus.trainer.model import Talk2Face
-from facecorpus.trainer.sequences import Instance, collate
+from facecorpus.trainer.sequences import SequenceBuilder, collate
+from facecorpus.trainer.train import batch_width
 
-PROMPTS = {0: [2000, 14408, 3258], 1: [2000, 3746], 2: [2000, 12332], 3: [2000, 3746]}   # reference ids
+from facecorpus.codes import FFHQ_F16
+
 PAPER_SEQUENCES = 500_000 * 192
 
 
-def synthetic_batch(n: int, gen: torch.Generator, loss_on: str) -> dict:
-    """`n` sequences, a quarter per task, in the training layout (CLS prompt SEP prefix SEP target SEP)."""
-    out = []
+def synthetic_batch(n: int, gen: torch.Generator, loss_on: str, cfg: RunConfig) -> dict:
+    """`n` sequences, a quarter per task, in the training layout (CLS prompt SEP prefix SEP target SEP),
+    with random text ids (16 up to the text budget) and random codes of the config's grid."""
+    builder, out = SequenceBuilder(cfg.data.seq_len, cfg.grid), []
     for r in range(n):
-        task = r * 4 // n
-        text = torch.randint(1000, 30000, (int(torch.randint(16, 72, (1,), generator=gen)),), generator=gen).tolist()
-        image = (30522 + torch.randint(0, 1024, (256,), generator=gen)).tolist()
-        prefix, target = (image, text) if task in (0, 2) else (text, image)
-        first = [101, *PROMPTS[task], 102, *prefix, 102]
-        out.append(Instance(first + target + [102], [1] * len(first) + [2] * (len(target) + 1), task))
-    return collate(out, 336, loss_on)
+        text = torch.randint(1000, 30000, (int(torch.randint(16, builder.budget + 1, (1,), generator=gen)),), generator=gen)
+        codes = torch.randint(0, cfg.grid.codebook_size, (cfg.grid.count,), generator=gen)
+        out.append(builder.build(r * 4 // n, codes.numpy(), text.tolist()))
+    return collate(out, batch_width(cfg), loss_on)
 
 
-def anchor_forward(model: Talk2Face, ids, seg):
+def release_forward(model: Talk2Face, ids, seg):
     """The release's forward: additive fp32 mask rebuilt every call, explicit attention, all logits."""
     B, T = ids.shape
     pos = torch.arange(T, device=ids.device)
@@ -77,7 +78,7 @@ def make_step(model, opt, variant: str, amp: bool, micro: int):
                     losses = model(ids, seg, targets=tgt, target_index=index)
                 loss = losses.sum() / losses.numel()
             else:
-                logits = anchor_forward(model, ids, seg)
+                logits = release_forward(model, ids, seg)
                 loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), tgt.view(-1), ignore_index=-1)
             (loss * micro / n).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -87,7 +88,7 @@ def make_step(model, opt, variant: str, amp: bool, micro: int):
 
 
 def measure(variant: str, args, device: torch.device, batches: list[dict]) -> dict:
-    cfg = model_preset(args.preset)
+    cfg = RunConfig.from_preset(args.preset).sized(FFHQ_F16).model
     if variant == "baseline":
         cfg.layernorm = "released"
     torch.manual_seed(0)
@@ -145,14 +146,15 @@ def main():
     if args.batch % 4:
         p.error("--batch must be a multiple of 4 (four balanced tasks)")
     if cuda:
-        torch.backends.cuda.matmul.allow_tf32 = False   # the anchor ran true fp32; keep the baseline honest
+        torch.backends.cuda.matmul.allow_tf32 = False   # the release ran true fp32; keep the baseline honest
 
     gen = torch.Generator().manual_seed(0)
+    run_cfg = RunConfig.from_preset(args.preset).sized(FFHQ_F16)
     batches = []
     for _ in range(args.warmup + args.steps):
-        ours = synthetic_batch(args.batch, gen, "target")
-        anchor = dict(ours, targets=torch.where(F.pad(ours["seg"][:, 1:], (0, 1)) != 0, F.pad(ours["ids"][:, 1:], (0, 1)), -1))
-        batches.append((ours, anchor))
+        ours = synthetic_batch(args.batch, gen, "target", run_cfg)
+        release = dict(ours, targets=torch.where(F.pad(ours["seg"][:, 1:], (0, 1)) != 0, F.pad(ours["ids"][:, 1:], (0, 1)), -1))
+        batches.append((ours, release))
     results = {}
     for variant in ("baseline", "ours"):
         data = [{**(o if variant == "ours" else a), "targets_t": o["targets"]} for o, a in batches]
@@ -170,7 +172,7 @@ def main():
         "| variant | non-pad tokens/s | sequences/s | MFU | peak GiB |",
         "|---|---|---|---|---|",
         *(f"| {name} | {r['tokens_per_s']:,.0f} | {r['seq_per_s']:,.1f} | {mfu.fmt_mfu(r['mfu'])} | {r['peak_gib']} |"
-          for name, r in (("anchor-style baseline (fp32, eager, additive mask)", base), ("facecorpus", ours))),
+          for name, r in (("the release's way (fp32, eager, additive mask)", base), ("facecorpus", ours))),
         "",
         f"- speed-up: **{ours['tokens_per_s'] / base['tokens_per_s']:.2f}x** the baseline",
         (f"- the paper's 500k x 192 = 96M sequences at this rate: {days:.2f} days on this one device "

@@ -8,7 +8,7 @@ Net2NetTransformer config whose VQGAN sits under `model.params.first_stage_confi
 Why no Lightning: `taming.models.vqgan.VQModel` imports `pytorch_lightning.utilities.distributed`,
 which newer Lightning removed. We assemble the same modules (Encoder, Decoder, VectorQuantizer2 and
 the two 1x1 convolutions) under the same attribute names, so the state-dict keys are VQModel's and
-checkpoints load strictly (docs: /work/shared/dependencies.md section 2.2).
+checkpoints load strictly (docs/dependencies.md, "The VQGAN without PyTorch Lightning").
 
 Checkpoints are read with `torch.load(weights_only=True)` (no pickled code runs). A legacy Lightning
 `last.ckpt` that pickles other objects needs `trust_checkpoint=True` (CLI: `--trust-checkpoint`);
@@ -213,7 +213,7 @@ class VQGAN(torch.nn.Module):
 
     @torch.inference_mode()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """(B,3,256,256) float in [-1,1] -> (B,16,16) int64 codes."""
+        """(B,3,R,R) float in [-1,1] -> (B,side,side) int64 codes (R, side: `code_grid`; 256 and 16 for f16)."""
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"encode expects (B,3,H,W) images in [-1,1], got shape {tuple(x.shape)}")
         x = x.to(self.device, non_blocking=True)
@@ -226,7 +226,7 @@ class VQGAN(torch.nn.Module):
 
     @torch.inference_mode()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """(B,16,16) or (B,256) codes -> (B,3,256,256) float in [0,1]."""
+        """(B,side,side) or (B,side*side) codes -> (B,3,R,R) float in [0,1] (`code_grid`)."""
         codes = torch.as_tensor(codes).to(self.device).long()
         b, g = codes.shape[0], self.grid
         if codes.shape[1:] not in ((g, g), (g * g,)):
@@ -285,7 +285,8 @@ def make_tiny_weights(out: Path, seed: int = 0) -> Path:
     model = build(config, seed)
     gen = torch.Generator().manual_seed(seed)
     # Smooth colour fields: low-resolution noise upsampled, like faces more than white noise is.
-    x = torch.nn.functional.interpolate(torch.rand(16, 3, 8, 8, generator=gen) * 2 - 1, size=256, mode="bicubic")
+    size = model.code_grid.resolution
+    x = torch.nn.functional.interpolate(torch.rand(16, 3, 8, 8, generator=gen) * 2 - 1, size=size, mode="bicubic")
     with torch.no_grad():
         z = model.quant_conv(model.encoder(x.clamp(-1, 1)))
     z = z.permute(0, 2, 3, 1).reshape(-1, config["embed_dim"])
