@@ -20,10 +20,14 @@ from click.testing import CliRunner
 from facecorpus.trainer import checkpoint
 from facecorpus.trainer import config as C
 from facecorpus.trainer.checkpoint import resolve_config
-from facecorpus.trainer.config import RunConfig
+from facecorpus.trainer.config import RunConfig, model_preset
+from facecorpus.trainer.model import Talk2Face
 from runs import save_run
 from shardkit import ATTRIBUTES, CAPTIONS, record, stream_shards, write_shards
 
+from facecorpus import vocab
+from facecorpus.cli import main
+from facecorpus.codes import FFHQ_F16
 from facecorpus.records import KINDS
 
 BIN = Path(sys.executable).parent
@@ -107,14 +111,14 @@ def train_here(shards: Path, run: Path, *extra: str) -> tuple[dict, str]:
 @pytest.mark.usefixtures("one_thread")
 def test_resume_skips_damaged_checkpoints_and_stays_exact(tmp_path):
     shards = stream_shards(tmp_path / "shards", {"caption": 8, "attributes": 6}, samples_per_shard=4)
-    train_here(shards, tmp_path / "a", "--train.max_steps=3")
-    train_here(shards, tmp_path / "b", "--train.max_steps=3", "--train.stop_at_step=2")
+    train_here(shards, tmp_path / "a", "--train.max_steps=2")
+    train_here(shards, tmp_path / "b", "--train.max_steps=2")
     model_pt = tmp_path / "b" / "step-00000002" / "model.pt"
     model_pt.write_bytes(model_pt.read_bytes()[:1000])            # a truncated copy
-    _, printed = train_here(shards, tmp_path / "b", "--train.max_steps=3", "--train.stop_at_step=0")
+    _, printed = train_here(shards, tmp_path / "b", "--train.max_steps=2")
     assert "skipping damaged checkpoint step-00000002: model.pt has 1,000 bytes, checksums.json says" in printed
     assert "resumed from" in printed and "step-00000001 at step 1" in printed
-    assert losses(tmp_path / "a") == losses(tmp_path / "b")         # steps 2 and 3 again, identically
+    assert losses(tmp_path / "a") == losses(tmp_path / "b")         # step 2 again, identically
     assert checkpoint.problem(tmp_path / "b" / "step-00000002") is None   # replaced by the resumed run
     log = (tmp_path / "a" / "train.jsonl").read_text()
     assert "no held-out loss: the shards' val split has no attributes and caption samples" in log
@@ -140,11 +144,8 @@ DAMAGE = {
 
 @pytest.fixture(scope="module")
 def two_checkpoints(tmp_path_factory) -> Path:
-    from facecorpus.trainer.config import model_preset
-    from facecorpus.trainer.model import Talk2Face
-
     run = tmp_path_factory.mktemp("two") / "run"
-    model = Talk2Face(model_preset("tiny", checkpoint.FFHQ_F16))
+    model = Talk2Face(model_preset("tiny", FFHQ_F16))
     save_run(run, model, step=1)
     save_run(run, model, step=2)
     return run
@@ -168,7 +169,7 @@ def test_a_checkpoint_without_checksums_names_an_unreadable_file(tmp_path):
     step = tmp_path / "run" / "step-00000003"
     step.mkdir(parents=True)
     (step / "model.pt").write_bytes(b"")
-    (step / "config.json").write_text(RunConfig.from_preset("tiny").sized(checkpoint.FFHQ_F16).to_json())
+    (step / "config.json").write_text(RunConfig.from_preset("tiny").sized(FFHQ_F16).to_json())
     with pytest.raises(checkpoint.CheckpointError, match=r"step-00000003/model.pt: unreadable \(EOFError"):
         checkpoint.load_model(tmp_path / "run")
 
@@ -181,40 +182,30 @@ def clean_failure(res, *expected: str) -> None:
 
 
 def test_resume_with_every_checkpoint_damaged_is_one_message(tmp_path):
-    from facecorpus.cli import main
-    from facecorpus.trainer.model import Talk2Face
-    from facecorpus.trainer.config import model_preset
-
     shards = stream_shards(tmp_path / "shards", {"caption": 2, "attributes": 2}, samples_per_shard=4)
-    step = save_run(tmp_path / "run", Talk2Face(model_preset("tiny", checkpoint.FFHQ_F16)), step=1)
+    step = save_run(tmp_path / "run", Talk2Face(model_preset("tiny", FFHQ_F16)), step=1)
     (step / "rng-rank0.pt").write_bytes(b"")
     res = CliRunner().invoke(main, ["train", "--shards", str(shards), "--out", str(tmp_path / "run")])
     clean_failure(res, "no intact checkpoint to resume from (step-00000001: rng-rank0.pt has 0 bytes")
 
 
 def test_resume_refused_for_another_vqgan_is_one_message(tmp_path):
-    from facecorpus.cli import main
-    from facecorpus.trainer.model import Talk2Face
-    from facecorpus.trainer.config import model_preset
-
-    from facecorpus import vocab
-
     shards = stream_shards(tmp_path / "shards", {"caption": 2, "attributes": 2}, samples_per_shard=4)
     identity = {"vqgan": {"name": "ffhq-f16"}, "text_vocab": {"name": "bert-base-uncased", "sha256": vocab.VOCAB_SHA256}}
-    save_run(tmp_path / "run", Talk2Face(model_preset("tiny", checkpoint.FFHQ_F16)), identity)
+    save_run(tmp_path / "run", Talk2Face(model_preset("tiny", FFHQ_F16)), identity)
     res = CliRunner().invoke(main, ["train", "--shards", str(shards), "--out", str(tmp_path / "run"), "--data.num_workers=0"])
     clean_failure(res, "trained on shards with vqgan {'name': 'ffhq-f16'}, but the shards given have",
                   "the image/text ids would mean something else")
 
 
 def test_resume_keeps_the_saved_config(tmp_path):
-    cfg = RunConfig.from_preset("tiny").sized(checkpoint.FFHQ_F16)
+    cfg = RunConfig.from_preset("tiny").sized(FFHQ_F16)
     run = tmp_path / "run"
     (run / "step-00000005").mkdir(parents=True)
     (run / "step-00000005" / "model.pt").write_bytes(b"")
     (run / "step-00000005" / "config.json").write_text(cfg.to_json())
     got, resuming = resolve_config(run, "S", None, ["--train.max_steps=9"])
-    assert resuming and got.train.max_steps == 9 and got.data.shards == "S" and got.grid == checkpoint.FFHQ_F16
+    assert resuming and got.train.max_steps == 9 and got.data.shards == "S" and got.grid == FFHQ_F16
     with pytest.raises(Exception, match="model overrides cannot change a run being resumed"):
         resolve_config(run, "S", None, ["--model.n_layer=3"])
 
@@ -278,8 +269,6 @@ def test_every_numeric_key_has_a_range():
 
 
 def test_a_wrong_setting_stops_train_before_any_work(tmp_path):
-    from facecorpus.cli import main
-
     shards = stream_shards(tmp_path / "shards", {"caption": 2, "attributes": 2}, samples_per_shard=4)
     res = CliRunner().invoke(main, ["train", "--shards", str(shards), "--out", str(tmp_path / "run"),
                                     "--train.keep_checkpoints=-1"])

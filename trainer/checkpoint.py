@@ -85,11 +85,8 @@ def set_rng_state(state: dict) -> None:
 # ---------------------------------------------------------------- checksums
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def write_checksums(folder: Path) -> None:

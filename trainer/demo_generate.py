@@ -11,10 +11,9 @@ from pathlib import Path
 import torch
 
 from facecorpus.preprocess import load_image, preprocess, to_pil
-from facecorpus.vqgan import load_vqgan
 
 from . import generate as gen
-from .inference import open_model
+from .inference import open_model, pick_vqgan
 
 PROMPT = "this smiling young woman has blond hair and arched eyebrows."
 
@@ -23,7 +22,7 @@ def run(out: Path, console, seed: int = 0) -> dict:
     run_dir, samples = Path(out) / "run", Path(out) / "samples"
     loaded = open_model(run_dir)
     model, builder = loaded.model, loaded.builder
-    vqgan = load_vqgan(loaded.vqgan.get("name") or "tiny-f16")
+    vqgan = pick_vqgan(loaded, None, None, "cpu")   # the bundled VQGAN the demo's shards were made with
     samples.mkdir(parents=True, exist_ok=True)
     g = torch.Generator().manual_seed(seed)
     codes = gen.generate_images(model, builder, [PROMPT], gen.Sampling(top_k=70), g)
