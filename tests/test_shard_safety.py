@@ -183,11 +183,13 @@ def test_a_corrupt_txt_in_train_names_shard_and_key_even_from_a_worker(shards, t
 def test_a_truncated_test_shard_in_evaluate(tmp_path):
     from shardkit import record, write_shards
 
+    from facecorpus.codes import FFHQ_F16
+
     shards = write_shards(tmp_path / "shards", [record("cacd", f"c{i}", "attributes", "test", f"cacd age: {20 + i}",
                                                        {"age": 20 + i}) for i in range(3)])
     step = tmp_path / "run" / "step-00000001"
     step.mkdir(parents=True)
-    torch.save(Talk2Face(model_preset("tiny")).state_dict(), step / "model.pt")
+    torch.save(Talk2Face(model_preset("tiny", FFHQ_F16)).state_dict(), step / "model.pt")
     (step / "config.json").write_text(RunConfig.from_preset("tiny").to_json())
     rel = "test/attributes-000000.tar"
     (shards / rel).write_bytes((shards / rel).read_bytes()[:1500])

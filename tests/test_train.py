@@ -23,7 +23,7 @@ from facecorpus.trainer.checkpoint import resolve_config
 from facecorpus.trainer.config import RunConfig, model_preset
 from facecorpus.trainer.model import Talk2Face
 from runs import save_run
-from shardkit import ATTRIBUTES, CAPTIONS, record, stream_shards, write_shards
+from shardkit import ATTRIBUTES, CAPTIONS, IDENTITY, record, stream_shards, write_shards
 
 from facecorpus import vocab
 from facecorpus.cli import main
@@ -191,11 +191,12 @@ def test_resume_with_every_checkpoint_damaged_is_one_message(tmp_path):
 
 def test_resume_refused_for_another_vqgan_is_one_message(tmp_path):
     shards = stream_shards(tmp_path / "shards", {"caption": 2, "attributes": 2}, samples_per_shard=4)
-    identity = {"vqgan": {"name": "ffhq-f16"}, "text_vocab": {"name": "bert-base-uncased", "sha256": vocab.VOCAB_SHA256}}
+    other = {**IDENTITY["vqgan"], "checkpoint_sha256": "e" * 64}    # the same VQGAN architecture, other weights
+    identity = {"vqgan": other, "text_vocab": {"name": "bert-base-uncased", "sha256": vocab.VOCAB_SHA256}}
     save_run(tmp_path / "run", Talk2Face(model_preset("tiny", FFHQ_F16)), identity)
     res = CliRunner().invoke(main, ["train", "--shards", str(shards), "--out", str(tmp_path / "run"), "--data.num_workers=0"])
-    clean_failure(res, "trained on shards with vqgan {'name': 'ffhq-f16'}, but the shards given have",
-                  "the image/text ids would mean something else")
+    clean_failure(res, "step-00000001: trained on shards made with other tokenizers than the shards given "
+                       "(vqgan.checkpoint_sha256 'eeee", "the image/text ids would mean something else")
 
 
 def test_resume_keeps_the_saved_config(tmp_path):
@@ -224,11 +225,13 @@ def test_resume_refuses_shards_from_another_vqgan(tmp_path):
     ckpt = tmp_path / "step-00000002"
     ckpt.mkdir()
     vocab_id = {"name": "bert-base-uncased", "sha256": "x"}
-    saved = {**RunConfig.from_preset("tiny").to_dict(), "shards_identity": {"vqgan": {"name": "ffhq"}, "text_vocab": vocab_id}}
+    ffhq = {"name": "ffhq-f16", "config_sha256": "a" * 64, "checkpoint_sha256": "b" * 64, **FFHQ_F16.as_dict()}
+    saved = {**RunConfig.from_preset("tiny").to_dict(), "shards_identity": {"vqgan": ffhq, "text_vocab": vocab_id}}
     (ckpt / "config.json").write_text(json.dumps(saved))
-    checkpoint.check_identity(ckpt, {"vqgan": {"name": "ffhq"}, "text_vocab": vocab_id})
-    with pytest.raises(ValueError, match=r"step-00000002: trained on shards with vqgan \{'name': 'ffhq'\}"):
-        checkpoint.check_identity(ckpt, {"vqgan": {"name": "tiny"}, "text_vocab": vocab_id})
+    checkpoint.check_identity(ckpt, {"vqgan": ffhq, "text_vocab": vocab_id})
+    checkpoint.check_identity(ckpt, {"vqgan": {**ffhq, "name": "renamed"}, "text_vocab": vocab_id})   # names don't count
+    with pytest.raises(ValueError, match=r"step-00000002: trained on shards made with other tokenizers .*vqgan.grid"):
+        checkpoint.check_identity(ckpt, {"vqgan": {**ffhq, "grid": [21, 21]}, "text_vocab": vocab_id})
 
 
 # ---------------------------------------------------------------- valid ranges
@@ -302,3 +305,30 @@ def test_held_out_loss_is_logged_and_leaves_training_alone(tmp_path):
                                               ("face2caption", "caption2face", "face2attributes", "attributes2face"))
     assert held_out[0]["val/loss"] != held_out[1]["val/loss"]           # the model moved, the batches did not
     assert losses(tmp_path / "eval") == losses(tmp_path / "plain")     # evaluating drew no random numbers
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
+def test_a_run_on_another_code_grid_takes_its_sizes_from_the_shards(tmp_path):
+    """Shards of a VQGAN with 64 codes on a 4x4 grid: the model's vocabulary, the sequence length and
+    the generated images follow that grid, from the index through the checkpoint to generation."""
+    import numpy as np
+    from facecorpus.shards import writer
+    from facecorpus.trainer import generate as gen
+    from facecorpus.trainer.inference import open_model
+
+    from facecorpus.codes import CodeGrid
+
+    grid = CodeGrid(codebook_size=64, side=4, resolution=64)
+    rng = np.random.default_rng(0)
+    records = [record("celeba", f"i{n}", kind, "train", (CAPTIONS if kind == "caption" else ATTRIBUTES)[n % 3], n=n)
+               for kind in KINDS for n in range(4)]
+    identity = {**IDENTITY, "vqgan": {**IDENTITY["vqgan"], **grid.as_dict()}}
+    writer.write(tmp_path / "shards", [(r, rng.integers(0, 64, grid.shape).astype(np.uint16)) for r in records],
+                 identity, grid, {"records": len(records)}, samples_per_shard=4)
+    train_here(tmp_path / "shards", tmp_path / "run", "--train.max_steps=1", "--data.seq_len=0")
+    loaded = open_model(tmp_path / "run")
+    assert loaded.builder.grid == grid and loaded.builder.seq_len == 1 + 3 + 1 + 16 + 1 + 71 + 1
+    assert loaded.model.cfg.vocab_size == 30522 + 64
+    codes = gen.generate_images(loaded.model, loaded.builder, ["a man"], gen.GREEDY)
+    assert codes.shape == (1, 16) and int(codes.max()) < 64

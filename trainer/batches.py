@@ -96,7 +96,7 @@ class BalancedStream(torch.utils.data.IterableDataset):
         streams = {k: ShardSequence(self.index, self.index.select(sp.split, k), g, G, (sp.seed, i),
                                     sp.shuffle_shards, sp.check_sha256).samples(j * half)
                    for i, k in enumerate(KINDS)}
-        builder = SequenceBuilder(sp.seq_len)
+        builder = SequenceBuilder(sp.seq_len, self.index.grid)
         while True:
             rng = np.random.default_rng([sp.seed, 2, g, j])
             instances = [_instance(builder, next(streams[kind]), kind, n * 2 // half, rng)

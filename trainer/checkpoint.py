@@ -247,12 +247,13 @@ def shards_identity(ckpt: Path) -> dict:
 
 
 def check_identity(ckpt: Path, identity: dict) -> None:
-    """Refuse to continue a run on shards made with another VQGAN or text vocabulary."""
-    saved = shards_identity(ckpt)
-    for key in ("vqgan", "text_vocab"):
-        if saved.get(key) != identity.get(key):
-            raise CheckpointError(f"{ckpt}: trained on shards with {key} {saved.get(key)}, but the shards given have "
-                                  f"{identity.get(key)}; the image/text ids would mean something else")
+    """Refuse to continue a run on shards made with another VQGAN or text vocabulary (compared as
+    the shard format compares identities: what both record)."""
+    from facecorpus.shards.format import identity_mismatch
+
+    if diff := identity_mismatch(shards_identity(ckpt), identity):
+        raise CheckpointError(f"{ckpt}: trained on shards made with other tokenizers than the shards given ("
+                              + "; ".join(diff) + "): the image/text ids would mean something else")
 
 
 def restore(ckpt: Path, model: Talk2Face, optimizer, scheduler, scaler) -> dict:
