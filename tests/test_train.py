@@ -307,7 +307,6 @@ def test_held_out_loss_is_logged_and_leaves_training_alone(tmp_path):
     assert losses(tmp_path / "eval") == losses(tmp_path / "plain")     # evaluating drew no random numbers
 
 
-@pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")
 def test_a_run_on_another_code_grid_takes_its_sizes_from_the_shards(tmp_path):
     """Shards of a VQGAN with 64 codes on a 4x4 grid: the model's vocabulary, the sequence length and
