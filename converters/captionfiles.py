@@ -57,12 +57,12 @@ def caption_lines(text: str) -> list[str]:
 
 
 def file_outcomes(path: Path, rel: str, download: str, fixed: dict, problem: str | None,
-                  build: Callable[[int, str], Record], skip: Callable[[str], str | None] | None = None,
+                  build: Callable[[int, str], Record], clean: Callable[[str], tuple[str, str | None]] | None = None,
                   expected: int | None = None, counts: Counter | None = None) -> Iterator[Record | Filtered | Failure]:
     """One outcome per line of one caption file: an empty line is filtered; every line fails when the
-    file itself has a `problem` (a bad name, no CelebA photo); `skip(words)` may name a filter reason;
-    otherwise `build(n, words)` makes the record. Files needing decoding fixes go to `fixed`; a file
-    with other than `expected` captions is counted in `counts` ("fewer"/"more")."""
+    file itself has a `problem` (a bad name, no CelebA photo); `clean(words)` gives the text to keep and
+    may name a filter reason; otherwise `build(n, text)` makes the record. Files needing decoding fixes
+    go to `fixed`; a file with other than `expected` captions is counted in `counts` ("fewer"/"more")."""
     text, fixes = decode(path, rel, download)
     if fixes:
         fixed[path.name] = fixes
@@ -74,7 +74,8 @@ def file_outcomes(path: Path, rel: str, download: str, fixed: dict, problem: str
         if reason is None and problem:
             yield Failure(where, problem)
             continue
-        reason = reason or (skip(words) if skip else None)
+        if reason is None and clean is not None:
+            words, reason = clean(words)
         if reason:
             yield Filtered(where, reason)
             continue

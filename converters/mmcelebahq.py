@@ -4,11 +4,17 @@ Quirks (raw/FORMATS.md part 2, section 2; checked on the real 101-file excerpt):
 - One caption file per image, `<idx>.txt` with the unpadded CelebA-HQ index 0..29999, one caption a
   line. Where the folder sits varies between sources (`text/celeba-caption/`, `celeba-caption/`, one
   letter more in `celeba-captions`): the candidates below are tried in order.
-- The captions are PCFG templates over CelebA attributes. 19% of lines end in a space (collapsed);
-  `92.txt` reads "This attractive man has ." ten times: a caption with `has .` has an empty attribute
-  list and is filtered ("degenerate caption"), unless keep_degenerate. Captions repeat inside a file
-  (`49.txt` has one four times) although the README promises ten unique ones; they are kept by default
-  (Talk2Face counts 300k = 30,000 x 10) and noted, or filtered with keep_duplicates=false.
+- The captions are PCFG templates over CelebA attributes. 17% of lines end in a space (collapsed).
+- The generator sometimes listed no attribute: 1,466 of the 300,000 lines hold `has .` and 151 `has  and`
+  (docs/datasets.md). The empty clause is removed and the rest kept: `He is young and has .` ->
+  `He is young.`, `This woman has  and wears lipstick.` -> `This woman wears lipstick.`, `He has . He is
+  young.` -> `He is young.` (counted in a note). A sentence left with only its subject is dropped when
+  the subject says nothing (`He`, `The person`), kept when it names an attribute (`This young man.`);
+  a caption with nothing left (`92.txt`: "He has ." ten times) is filtered. keep_degenerate=true keeps
+  every line as written.
+- Captions repeat inside a file (`49.txt` has one four times) although the README promises ten unique
+  ones; they are kept by default (Talk2Face counts 300k = 30,000 x 10) and noted, or filtered with
+  keep_duplicates=false. The repeat is judged on the repaired text.
 - Split: the maintainer says train is 0..23999 and test 24000..29999, and that the uploaded
   `train/filenames.pickle` and `test/filenames.pickle` may sit in each other's folder
   (IIGROUP/MM-CelebA-HQ-Dataset#6). So the split comes from the index; the pickles, when present, say
@@ -36,8 +42,16 @@ IMAGE_DIRS = ("image/images", "images", "image")
 SPLIT_FILES = {"train": "train/filenames.pickle", "test": "test/filenames.pickle"}
 HQ_IMAGES = 30_000
 TEST_FROM = 24_000  # train = 0..23999, test = 24000..29999 (maintainer, IIGROUP/MM-CelebA-HQ-Dataset#6)
-DEGENERATE = re.compile(r"\bhas \.")  # "He has ." - the generator found no attribute to list
 DEFAULTS = {"keep_degenerate": False, "keep_duplicates": True}
+# The generator's empty attribute list, on whitespace-collapsed text: "has" right before the period
+# ("He is young and has .") or before "and" ("This woman has and wears lipstick.").
+EMPTY_LIST = re.compile(r"\bhas (?:\.|and )")
+EMPTY_AT_END = re.compile(r"(?: and)? has \.$")  # "He is young and has ." -> "He is young."
+EMPTY_BEFORE_AND = re.compile(r"\bhas and ")     # "This woman has and wears lipstick." -> "This woman wears lipstick."
+SENTENCE_END = re.compile(r"(?<=\.) ")
+# What the generator opens every caption with: a sentence reduced to one of these says nothing.
+BARE_SUBJECT = re.compile(r"(?:(?:this|the|a) (?:person|man|woman)|he|she)\.", re.IGNORECASE)
+SAYS_NOTHING = "empty attribute list, nothing else said ('He has .')"
 
 
 def caption_dir(raw: Path) -> Path:
@@ -136,18 +150,35 @@ def file_rows(rel: str, path: Path, stem: str, image: str, ctx: Context, fixed: 
     keep_degenerate, keep_duplicates = ctx.options["keep_degenerate"], ctx.options["keep_duplicates"]
     seen: set[str] = set()
 
-    def skip(words: str) -> str | None:
-        if not keep_degenerate and "has ." in words and DEGENERATE.search(words):
-            return "degenerate caption ('has .', no attribute)"
+    def clean(words: str) -> tuple[str, str | None]:
+        if not keep_degenerate and "has " in words and EMPTY_LIST.search(words):
+            words = without_empty_lists(words)
+            tally["repaired" if words else "says nothing"] += 1
+            if not words:
+                return words, SAYS_NOTHING
         repeat = words in seen
         seen.add(words)
         tally["duplicates"] += repeat
-        return "duplicate caption in the same file" if repeat and not keep_duplicates else None
+        return words, "duplicate caption in the same file" if repeat and not keep_duplicates else None
 
     yield from captionfiles.file_outcomes(
         path, rel, DOWNLOAD, fixed, problem,
         lambda n, words: caption(NAME, stem, image, words, n, image_id=image_id, photo_id=photo, source_split=split),
-        skip=skip)
+        clean=clean)
+
+
+def without_empty_lists(words: str) -> str:
+    """The caption with its empty attribute clauses removed, sentence by sentence; "" when nothing is left.
+
+    Only the clause goes: the generator's other sentences are kept as written (docs/datasets.md says
+    not to regenerate MM-CelebA-HQ text from attributes).
+    """
+    kept = []
+    for sentence in SENTENCE_END.split(words):
+        sentence = EMPTY_AT_END.sub(".", EMPTY_BEFORE_AND.sub("", sentence))
+        if not BARE_SUBJECT.fullmatch(sentence):
+            kept.append(sentence)
+    return " ".join(kept)
 
 
 def rows(raw: Path, ctx: Context) -> Iterator[Record | Filtered | Failure]:
@@ -162,6 +193,10 @@ def rows(raw: Path, ctx: Context) -> Iterator[Record | Filtered | Failure]:
     for stem, path in found.items():
         yield from file_rows(f"{rel}/{path.name}", path, stem, f"{images[0]}/{stem}.jpg", ctx, fixed, tally)
     captionfiles.note_fixes(ctx, f"{rel}/", fixed)
+    if tally["repaired"] or tally["says nothing"]:
+        ctx.note(f"{rel}/: {tally['repaired'] + tally['says nothing']:,} captions had an empty attribute list "
+                 f"('has .', 'has  and'): the empty clause removed from {tally['repaired']:,} (the rest kept), "
+                 f"{tally['says nothing']:,} said nothing else (filtered)")
     if tally["duplicates"]:
         kept = "kept" if ctx.options["keep_duplicates"] else "filtered"
         ctx.note(f"{rel}/: {tally['duplicates']:,} captions repeat an earlier line of their file ({kept}; the README "

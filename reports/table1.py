@@ -39,8 +39,9 @@ PAPER = {
                          "FairFace released 97,698 labelled images (86,744 train + 10,954 val); Table 1's 101k "
                          "matches neither that nor the paper's 108,501; unexplained."),
     "mmcelebahq": PaperRow("caption", 300, 300_000,
-                           "Table 1 is 30,000 images x 10 captions; dropping degenerate ('has .') and duplicate "
-                           "lines gives about 290k."),
+                           "Table 1 is 30,000 images x 10 captions; the captions that say nothing (an empty "
+                           "attribute list, 'He has .') are filtered, and dropping in-file duplicates as well "
+                           "gives about 295k."),
     "celebatexthq": PaperRow("caption", 150, 150_100, "Table 1 is 15,010 images x 10 captions (consistent)."),
     "celebadialog": PaperRow("caption", 203, 202_599,
                              "Table 1 matches the standard (CelebA) release with one overall caption per image; "

@@ -35,13 +35,19 @@ def test_sample_n_and_seed(tmp_path):
 
 
 @pytest.mark.shared
-def test_real_excerpt(shared_raw):
-    mapping = celebahq.read_mapping(shared_raw / "celebahq" / celebahq.MAPPING)
-    assert len(mapping) == 483  # rows idx 0..482 of 30,000 (SOURCE.md)
+def test_real_file(shared_raw):
+    path = shared_raw / "celebahq" / celebahq.MAPPING
+    mapping = celebahq.read_mapping(path)
+    rows = path.read_bytes().count(b"\n") - 1  # the header, then one LF-ended row per CelebA-HQ image
+    assert len(mapping) == rows and list(mapping) == [f"celebahq/{i}" for i in range(rows)]
+    assert len(set(mapping.values())) == rows  # no CelebA photo behind two CelebA-HQ images
     assert mapping["celebahq/0"] == "celeba/119614" and mapping["celebahq/4"] == "celeba/202041"
     partition = celeba.read_partition(shared_raw / "celeba" / "list_eval_partition.txt")
-    # FORMATS.md part 2 section 1.3: the excerpt's photos are 397 train, 44 val, 42 test.
-    assert Counter(partition[p] for p in mapping.values()) == {"train": 397, "val": 44, "test": 42}
+    # FORMATS.md part 2 section 1.3: the old 483-row excerpt (rows 0..482) is 397 train, 44 val, 42 test.
+    assert Counter(partition[mapping[f"celebahq/{i}"]] for i in range(483)) == {"train": 397, "val": 44, "test": 42}
+    if rows == celebahq.HQ_IMAGES:
+        # The whole file: the split sizes under CelebA's official partition that wtybest/HairCLIP#31 reports.
+        assert Counter(partition[p] for p in mapping.values()) == {"train": 24_183, "val": 2_993, "test": 2_824}
 
 
 @pytest.mark.parametrize("body", [HEAD + "0          9          000010.jpg\n",

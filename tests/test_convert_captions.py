@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import pickle
-from collections import Counter
+import re
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from facecorpus.converters import celeba, celebahq, pipeline, registry, splits
+from facecorpus.converters import celeba, celebahq, mmcelebahq, pipeline, registry, splits
 from facecorpus.converters.base import Context, RawFormatError
 from facecorpus.converters.samples import celebahq as hq_sample
 from facecorpus.converters.samples import celebatexthq as cth_sample
@@ -61,15 +62,35 @@ def test_mmcelebahq_sample_records(tmp_path):
     hq = hq_sample.write(tmp_path / "celebahq", n=info["mapping_rows"])["mapping"]
     run = convert("mmcelebahq", raw, mapping=hq)
     got = texts(run)
-    # The trailing space is gone, the line index stays the key's n, the 'has .' line 0 of 24000 is filtered.
+    # The trailing space is gone, the line index stays the key's n, the 'He has .' line 0 of 24000 is filtered.
     assert got["mmcelebahq/0/caption/0"] == "The woman has wavy hair, and arched eyebrows."
     assert got["mmcelebahq/24000/caption/1"] == "He is young and has black hair."
     assert "mmcelebahq/24000/caption/0" not in got
+    # An empty attribute list goes, what the line says besides it stays.
+    assert got["mmcelebahq/24000/caption/2"] == "The man wears hat. He has beard."
+    assert got["mmcelebahq/24000/caption/3"] == "This attractive man."
+    assert got["mmcelebahq/24001/caption/2"] == "She is smiling."
     rec = next(r for r in run.records if r.key == "mmcelebahq/24001/caption/2")
     assert (rec.image, rec.image_id, rec.photo_id, rec.source_split) == (
         "image/images/24001.jpg", "celebahq/24001", hq["celebahq/24001"], "test")
-    assert run.notes == ["text/celeba-caption/: 1 captions repeat an earlier line of their file (kept; the README "
-                         "promises ten unique captions)"]
+    assert run.notes == [
+        "text/celeba-caption/: 4 captions had an empty attribute list ('has .', 'has  and'): the empty clause "
+        f"removed from {info['repaired']} (the rest kept), 1 said nothing else (filtered)",
+        "text/celeba-caption/: 1 captions repeat an earlier line of their file (kept; the README promises ten "
+        "unique captions)"]
+
+
+@pytest.mark.parametrize(("line", "kept"), [
+    ("He is young and has .", "He is young."),
+    ("This woman has  and wears lipstick.", "This woman wears lipstick."),
+    ("This person has . He is young. He has no beard.", "He is young. He has no beard."),
+    ("He wears necktie has .", "He wears necktie."),
+    ("This young person has .", "This young person."),
+    ("She is wearing lipstick. She has . She is young.", "She is wearing lipstick. She is young."),
+    ("The person has .", ""), ("He has . She has .", ""),
+])
+def test_mmcelebahq_empty_attribute_list_is_removed(line, kept):
+    assert mmcelebahq.without_empty_lists(" ".join(line.split())) == kept
 
 
 def test_celebatexthq_sample_records(tmp_path):
@@ -219,7 +240,8 @@ def test_mmcelebahq_options(tmp_path):
     raw, _ = sample(tmp_path, "mmcelebahq")
     run = convert("mmcelebahq", raw, keep_duplicates=False, keep_degenerate=True)
     assert dict(run.filtered) == {"duplicate caption in the same file": 1}
-    assert texts(run)["mmcelebahq/24000/caption/0"] == "This attractive man has ."
+    assert texts(run)["mmcelebahq/24000/caption/0"] == "He has ."
+    assert texts(run)["mmcelebahq/24000/caption/3"] == "This attractive man has ."
     assert "mmcelebahq/5/caption/2" not in texts(run)
 
 
@@ -296,21 +318,54 @@ def test_ffhqtext_name_not_ffhq(tmp_path):
 
 # --- the real MM-CelebA-HQ excerpt ---------------------------------------------------------------------------
 
+BARE_EMPTY = re.compile(r"(?:(?:This|The) (?:person|man|woman)|He|She) has \.")
+
+
+def real_caption_files(raw: Path) -> dict[int, list[str]]:
+    """{CelebA-HQ index: the file's lines} of the real excerpt, read here without the converter."""
+    files = {int(p.stem): p.read_bytes() for p in (raw / "text" / "celeba-caption").glob("*.txt")}
+    # FORMATS.md part 2, 2.2 (measured on all 30,000): ASCII, LF, a final newline, exactly ten lines.
+    assert all(d.isascii() and b"\r" not in d and d.endswith(b"\n") and d.count(b"\n") == 10 for d in files.values())
+    return {i: d.decode().split("\n")[:-1] for i, d in sorted(files.items())}
+
+
 @pytest.mark.shared
 def test_mmcelebahq_real_excerpt(shared_raw):
     raw = shared_raw / "mmcelebahq"
+    files = real_caption_files(raw)
+    lines = [line for captions in files.values() for line in captions]
     mapping = celebahq.read_mapping(shared_raw / "celebahq" / celebahq.MAPPING)
     run = convert("mmcelebahq", raw, mapping=mapping)
-    # FORMATS.md part 2, 2.2: 101 files x 10 lines; 92.txt's ten 'has .' lines; 23 in-file repeats after that.
-    assert run.rows_read == 1010 and len(run.records) == 1000 and not run.failures
-    assert dict(run.filtered) == {"degenerate caption ('has .', no attribute)": 10}
-    assert by_split(run) == {"train": 1000}
-    assert run.notes[1].startswith("text/celeba-caption/ holds 101 of the 30,000 caption files 0.txt..29999.txt: "
-                                   "29,899 missing (an excerpt?), e.g. 101.txt, 102.txt, 103.txt")
-    assert "text/celeba-caption/: 23 captions repeat an earlier line of their file" in run.notes[2]
-    assert texts(run)["mmcelebahq/49/caption/1"] == "The person has big lips, and bags under eyes."
+    assert run.rows_read == len(lines) == 10 * len(files) and not run.failures
+    # Lines with an empty attribute list ('has .', 'has  and'); those made only of subject + 'has .'
+    # sentences say nothing and are the only ones filtered; every other one is kept, repaired.
+    empty = [line for line in lines if "has ." in line or "has  and" in line]
+    nothing = [line for line in empty if all(BARE_EMPTY.fullmatch(s) for s in re.split(r"(?<=\.) ", " ".join(line.split())))]
+    assert 0 < len(nothing) < len(empty)
+    assert dict(run.filtered) == {mmcelebahq.SAYS_NOTHING: len(nothing)}
+    assert len(run.records) == len(lines) - len(nothing)
+    assert (f"{len(empty):,} captions had an empty attribute list ('has .', 'has  and'): the empty clause removed "
+            f"from {len(empty) - len(nothing):,} (the rest kept), {len(nothing):,} said nothing else") in " ".join(run.notes)
+    assert not any(re.search(r"\bhas (?:\.|and )", r.text) for r in run.records)
+    got = texts(run)
+    # 92.txt, all ten lines with an empty list (FORMATS.md 2.2): what four of them say besides it is kept.
+    assert [got.get(f"mmcelebahq/92/caption/{n}") for n in range(10)] == [
+        "This attractive man.", "He is young. He has beard.", None, None, "He is young.", "This attractive person.",
+        "This attractive man.", "This man is attractive.", None, None]
+    assert got["mmcelebahq/49/caption/1"] == "The person has big lips, and bags under eyes."
+    # The maintainer's split by index: train 0..23999, test 24000..29999.
+    per_file = Counter(r.image_id for r in run.records)
+    assert by_split(run) == {s: n for s, n in (
+        ("train", sum(n for i, n in per_file.items() if int(i.split("/")[1]) < mmcelebahq.TEST_FROM)),
+        ("test", sum(n for i, n in per_file.items() if int(i.split("/")[1]) >= mmcelebahq.TEST_FROM))) if n}
+    missing = mmcelebahq.HQ_IMAGES - len(files)
+    assert any(n.startswith(f"text/celeba-caption/ holds {len(files):,} of the 30,000 caption files 0.txt..29999.txt: "
+                            f"{missing:,} missing (an excerpt?)") for n in run.notes)
+    # In-file repeats: kept and noted by default, filtered on request, and the counts agree.
     strict = convert("mmcelebahq", raw, mapping=mapping, keep_duplicates=False)
-    assert len(strict.records) == 977 and strict.filtered["duplicate caption in the same file"] == 23
+    repeats = strict.filtered["duplicate caption in the same file"]
+    assert repeats > 0 and len(strict.records) == len(run.records) - repeats
+    assert f"text/celeba-caption/: {repeats:,} captions repeat an earlier line of their file" in " ".join(run.notes)
     # Split harmonization through the mapping and CelebA's partition: 4.jpg is CelebA 202041.jpg, a test photo.
     partition = celeba.read_partition(shared_raw / "celeba" / "list_eval_partition.txt")
     df = pd.DataFrame([{"dataset": r.dataset, "photo_id": r.photo_id, "subject_id": None,
@@ -318,8 +373,13 @@ def test_mmcelebahq_real_excerpt(shared_raw):
     df["split"], _ = splits.harmonize(df, partition)
     per_image = df.drop_duplicates("image_id").set_index("image_id")["split"]
     assert per_image["celebahq/4"] == "test"
-    # FORMATS.md 1.4: of images 0..100, 12 are CelebA val and 7 CelebA test photos (92, all filtered, is train).
-    assert Counter(per_image) == {"train": 100 - 12 - 7, "val": 12, "test": 7}
+    # Every image takes the most held-out of its MM-CelebA-HQ split and its photo's CelebA split.
+    order = {"train": 0, "val": 1, "test": 2}
+    want = {f"celebahq/{i}": max(("train" if i < mmcelebahq.TEST_FROM else "test", partition[mapping[f"celebahq/{i}"]]),
+                                 key=order.get) for i in files if f"celebahq/{i}" in per_image}
+    assert per_image.to_dict() == want
+    # FORMATS.md 1.4: of images 0..100, 12 are CelebA val and 7 CelebA test photos.
+    assert Counter(per_image[f"celebahq/{i}"] for i in range(101)) == {"train": 101 - 12 - 7, "val": 12, "test": 7}
 
 
 @pytest.mark.parametrize("change", ["crlf", "bom", "no final newline", "html"])
