@@ -20,7 +20,9 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-from facecorpus.converters.base import BadRow, Context, Failure, Filtered, RawFormatError, Where, guard, lines
+from facecorpus.converters.base import (BadRow, Context, Failure, Filtered, Overlong, RawFormatError, Where, guard,
+                                        lines)
+from facecorpus.excerpt import quote
 from facecorpus.records import Record, attributes
 
 NAME = "afad"
@@ -46,12 +48,12 @@ def build(rel: str) -> Record:
     """One image from its path relative to AFAD-Full/ (`15/111/109008-0.jpg`)."""
     m = IMAGE.fullmatch(rel)
     if not m:
-        raise BadRow(f"path {rel!r} is not <age>/<111|112>/<id>-<k>.jpg")
+        raise BadRow(f"path {quote(rel)} is not <age>/<111|112>/<id>-<k>.jpg")
     if m["gender"] not in GENDER:
-        raise BadRow(f"gender folder {m['gender']!r} is neither 111 (male) nor 112 (female)")
+        raise BadRow(f"gender folder {quote(m['gender'])} is neither 111 (male) nor 112 (female)")
     age = int(m["age"])
     if not 0 < age < 120:
-        raise BadRow(f"age folder {m['age']!r} is not an age")
+        raise BadRow(f"age folder {quote(m['age'])} is not an age")
     local = f"{m['age']}-{m['gender']}-{m['stem']}"  # = local_id("<age>/<gender>/<stem>"): digits and '-' only
     return attributes(NAME, local, f"{ROOT}/{rel}", {"age": age, "gender": GENDER[m["gender"]]},
                       image_id=f"{NAME}/{local}")
@@ -60,7 +62,7 @@ def build(rel: str) -> Record:
 def listed(raw: Path) -> Iterator[tuple[Where, str]]:
     """(where, path relative to AFAD-Full/) for every line of the listing."""
     for where, line in lines(raw / LISTING, raw, DOWNLOAD):
-        yield where, line.strip().replace("\\", "/").removeprefix("./")
+        yield where, line if isinstance(line, Overlong) else line.strip().replace("\\", "/").removeprefix("./")
 
 
 def walked(raw: Path) -> list[str]:
@@ -87,6 +89,9 @@ def rows(raw: Path, ctx: Context) -> Iterator[Record | Filtered | Failure]:
     ignored: Counter[str] = Counter()
     first: dict[str, Where] = {}
     for where, rel in source:
+        if isinstance(rel, Overlong):
+            yield Failure(where, rel.problem)
+            continue
         if not_an_image(rel):
             ignored[rel.rsplit("/", 1)[-1]] += 1
             continue

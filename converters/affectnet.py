@@ -10,7 +10,8 @@ Quirks (raw/FORMATS.md, section 3):
   declared filter, counted by reason.
 - Valence/arousal lie in [-1, 1]; -2 is the "no value" sentinel (given for uncertain / non-face rows).
   A sentinel on an expression row leaves both out of the text (counted in a note), never `-2`.
-- The files hold ~415k rows of ~1 KB: they are streamed line by line, not read whole.
+- The files hold ~415k rows of ~1 KB: they are streamed line by line, not read whole. An empty file, or
+  one with only the header, is refused naming it.
 - Images: `Manually_Annotated_Images/<subDirectory_filePath>`, extensions vary (.jpg/.JPG/.png/.jpeg).
 """
 
@@ -22,7 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from facecorpus.converters.base import (BadRow, Context, Failure, Filtered, RawFormatError, Where, guard,
-                                        image_path, refuse_html, rel_to)
+                                        image_path, table_rows)
+from facecorpus.excerpt import quote
 from facecorpus.records import Record, attributes, local_id
 
 NAME = "affectnet"
@@ -41,38 +43,11 @@ SENTINEL = -2.0
 DECIMAL = re.compile(r"-?\d+\.\d+")
 
 
-def csv_lines(path: Path, raw: Path) -> Iterator[tuple[Where, str]]:
-    """(where, line) for every non-empty line after the checked header; BOM dropped, CRLF accepted."""
-    rel = rel_to(path, raw)
-    try:
-        with open(path, encoding="utf-8-sig", newline=None) as fh:  # newline=None: CRLF/CR read as LF
-            header = fh.readline().strip()
-            if header != HEADER:
-                refuse_html(header.encode(), Where(rel, 1), DOWNLOAD)
-                raise RawFormatError(Where(rel, 1), f"header {header[:120]!r} is not {HEADER!r}", DOWNLOAD)
-            for n, line in enumerate(fh, start=2):
-                if line.strip():
-                    yield Where(rel, n), line.rstrip("\n")
-    except UnicodeDecodeError as exc:
-        raise RawFormatError(Where(rel, first_undecodable(path)), f"not UTF-8 text ({exc.reason})", DOWNLOAD) from None
-
-
-def first_undecodable(path: Path) -> int:
-    """The 1-based line of the first bytes that are not UTF-8 (the decoder reads ahead in blocks)."""
-    with open(path, "rb") as fh:
-        for n, line in enumerate(fh, start=1):
-            try:
-                line.decode("utf-8")
-            except UnicodeDecodeError:
-                return n
-    return 1
-
-
 def number(text: str, field: str, kind=int):
     try:
         return kind(text)
     except ValueError:
-        raise BadRow(f"{field} {text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        raise BadRow(f"{field} {quote(text)} is not {'an integer' if kind is int else 'a number'}") from None
 
 
 def affect(text: str, field: str) -> str | None:
@@ -130,8 +105,8 @@ def rows(raw: Path, ctx: Context) -> Iterator[Record | Filtered | Failure]:
     seen: set[str] = set()
     for path, split in label_files(raw, ctx):
         sentinels: Counter = Counter()
-        for where, line in csv_lines(path, raw):
-            yield guard(where, lambda: build(raw, where, line, split, seen, sentinels))
+        for where, line in table_rows(path, raw, DOWNLOAD, HEADER.__eq__, repr(HEADER)):
+            yield guard(where, lambda: build(raw, where, line, split, seen, sentinels), line)
         if sentinels:
             ctx.note(f"{path.name}: {sum(sentinels.values()):,} expression rows with the -2 valence/arousal "
                      f"sentinel, written without valence/arousal ({dict(sentinels)})")

@@ -12,17 +12,24 @@ raise RawFormatError at once: no row of such a file can be trusted.
 from __future__ import annotations
 
 import codecs
+import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
+from facecorpus.excerpt import quote, shorten
 from facecorpus.records import Record, RecordError, check_image_path
 from facecorpus.textproto import ProtocolError
 
+# The longest line a raw text file may hold. Real rows are far shorter (AffectNet's, with 136 landmark
+# numbers, are about 1 KB); a longer line is a counted error, read past without being held whole.
+MAX_LINE_CHARS = 65_536
 
-@dataclass(frozen=True, slots=True)
-class Where:
-    """A place in the raw data: file (relative to the dataset's raw root) and 1-based line or entry."""
+
+class Where(NamedTuple):
+    """A place in the raw data: file (relative to the dataset's raw root) and 1-based line or entry.
+    (A named tuple: one is built per row, and a frozen dataclass costs 2 us more each.)"""
     file: str
     line: int | None = None
 
@@ -70,7 +77,7 @@ class Context:
     notes: list[str] = field(default_factory=list)   # inconsistencies between raw files, by name and count
 
     def note(self, text: str) -> None:
-        self.notes.append(text)
+        self.notes.append(shorten(text))
 
     def celeba_photo(self, hq_image_id: str) -> str:
         """The CelebA photo behind a CelebA-HQ image (split harmonization depends on it)."""
@@ -86,14 +93,17 @@ class Context:
             raise BadRow(f"{hq_image_id} is not in the CelebA-HQ mapping (30,000 images, 0..29999)") from None
 
 
-def guard(where: Where, build: Callable[[], Record | Filtered]) -> Record | Filtered | Failure:
-    """Run one row's parser; a malformed row becomes a Failure that names where it came from."""
+def guard(where: Where, build: Callable[[], Record | Filtered], line: str | None = None) -> Record | Filtered | Failure:
+    """Run one row's parser; a malformed row becomes a Failure that names where it came from. `line`,
+    when given, is the row's raw line: an Overlong one fails without being parsed."""
+    if isinstance(line, Overlong):
+        return Failure(where, line.problem)
     try:
         return build()
     except (BadRow, RecordError, ProtocolError, ValueError, KeyError, IndexError) as exc:
         if isinstance(exc, RawFormatError):
             raise
-        return Failure(where, str(exc) or type(exc).__name__)
+        return Failure(where, shorten(str(exc)) or type(exc).__name__)
 
 
 def require(raw: Path, rel: str, download: str) -> Path:
@@ -125,7 +135,8 @@ def refuse_html(data: bytes, where: Where | str, download: str | None) -> None:
 
 
 def read_text(path: Path, raw: Path, download: str | None = None) -> str:
-    """The file's text: BOM stripped, CRLF and LF both accepted, a downloaded HTML page refused."""
+    """A whole file's text (for JSON): BOM stripped, CRLF and LF both accepted, an HTML page refused.
+    Line-based files go through `lines`, which never holds more than one bounded line."""
     data = path.read_bytes()
     if data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8):]
@@ -138,12 +149,84 @@ def read_text(path: Path, raw: Path, download: str | None = None) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def lines(path: Path, raw: Path, download: str | None = None, skip: int = 0) -> Iterator[tuple[Where, str]]:
-    """(where, line) for every non-empty line after the first `skip` lines; line numbers are 1-based."""
+class Overlong(str):
+    """Stands in for a line over MAX_LINE_CHARS, which is never held in memory whole: empty, so no
+    parser reads it by mistake; `problem` says why (guard turns it into a counted error)."""
+
+    problem: str
+
+    def __new__(cls, length: int) -> Overlong:
+        self = super().__new__(cls, "")
+        self.problem = f"line of {length:,} characters is over the {MAX_LINE_CHARS:,}-character limit of a raw text line"
+        return self
+
+
+def text_lines(path: Path, rel: str, download: str | None, errors: str = "strict") -> Iterator[tuple[int, str]]:
+    """(1-based number, text without the line end) of every line, empty ones included: UTF-8 (`errors`:
+    "strict" raises naming the line, "replace" puts U+FFFD), BOM stripped, LF, CRLF or CR (Excel for
+    Mac) line ends, an HTML page refused. A line over MAX_LINE_CHARS is read past in chunks and given
+    as Overlong, so memory stays bounded whatever the file holds."""
+    with open(path, "rb") as fh:
+        refuse_html(fh.read(512), rel, download)
+        fh.seek(0)
+        text = io.TextIOWrapper(fh, encoding="utf-8-sig", errors=errors, newline=None)
+        n = 0
+        try:
+            while line := text.readline(MAX_LINE_CHARS + 1):  # + 1: the longest allowed line and its end
+                n += 1
+                if line.endswith("\n") or len(line) <= MAX_LINE_CHARS:  # the whole line is in hand
+                    body = line.removesuffix("\n")
+                    yield n, Overlong(len(body)) if len(body) > MAX_LINE_CHARS else body
+                    continue
+                length = len(line)
+                while line and not line.endswith("\n"):  # read past the rest in 1 MiB steps, counting it
+                    line = text.readline(1 << 20)
+                    length += len(line)
+                yield n, Overlong(length - line.endswith("\n"))
+        except UnicodeDecodeError as exc:  # the decoder reads ahead in blocks: find the line in a second pass
+            raise RawFormatError(Where(rel, first_undecodable(path, n)), f"not UTF-8 text ({exc.reason})",
+                                 download) from None
+
+
+def first_undecodable(path: Path, after: int) -> int:
+    """The 1-based number of the first line after `after` whose bytes are not UTF-8."""
+    with open(path, "rb") as fh:
+        for n, line in enumerate(fh, start=1):  # decoding failed before any line got long: lines are short
+            if n > after:
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError:
+                    return n
+    return after + 1
+
+
+def lines(path: Path, raw: Path, download: str | None = None) -> Iterator[tuple[Where, str]]:
+    """(where, line) for every non-empty line of a UTF-8 text file; line numbers are 1-based. A line over
+    the limit comes as Overlong; a file without a single line is a RawFormatError (an empty download)."""
     rel = rel_to(path, raw)
-    for n, line in enumerate(read_text(path, raw, download).split("\n"), start=1):
-        if n > skip and line.strip():
+    empty = True
+    for n, line in text_lines(path, rel, download):
+        if line.strip() or isinstance(line, Overlong):
+            empty = False
             yield Where(rel, n), line
+    if empty:
+        raise RawFormatError(rel, "is empty: a failed or truncated download?", download)
+
+
+def table_rows(path: Path, raw: Path, download: str, header_ok: Callable[[str], bool],
+               expected: str) -> Iterator[tuple[Where, str]]:
+    """`lines` of a file whose first line is a header: the header is checked (a RawFormatError quotes it
+    and `expected`), and a header with no row after it is a RawFormatError naming the file."""
+    numbered = lines(path, raw, download)
+    where, header = next(numbered)
+    if isinstance(header, Overlong) or not header_ok(header.strip()):
+        raise RawFormatError(where, f"header {quote(header.strip())} is not {expected}", download)
+    empty = True
+    for where, line in numbered:
+        empty = False
+        yield where, line
+    if empty:
+        raise RawFormatError(where.file, "has a header but no rows: a failed or truncated download?", download)
 
 
 def rel_to(path: Path, raw: Path) -> str:

@@ -28,6 +28,7 @@ import numpy as np
 from facecorpus.converters import matfile
 from facecorpus.converters.base import (BadRow, Context, Failure, Filtered, RawFormatError, Where, find, guard,
                                         rel_to)
+from facecorpus.excerpt import quote
 from facecorpus.records import Record, attributes, local_id
 
 NAME = "cacd"
@@ -42,7 +43,7 @@ FILE_NAME = re.compile(r"(?P<age>\d+)_(?P<person>[^/\\]+)_(?P<n>\d{4})\.jpg")  #
 def integers(values: np.ndarray, rel: str, field: str) -> np.ndarray:
     """A numeric .mat field as int64 (a uint8/uint16 column must not wrap around when subtracted)."""
     if values.dtype.kind not in "iuf" or (values.dtype.kind == "f" and not np.all(np.isfinite(values))):
-        raise RawFormatError(rel, f"field {field!r} is not a column of whole numbers ({values.dtype})", DOWNLOAD)
+        raise RawFormatError(rel, f"field {quote(field)} is not a column of whole numbers ({values.dtype})", DOWNLOAD)
     return values.astype(np.int64)
 
 
@@ -72,9 +73,9 @@ def build(name: str | None, age: int, year: int, birth: int, identity: int, peop
         raise BadRow("the name cell holds no file name")
     m = FILE_NAME.fullmatch(name)
     if not m:
-        raise BadRow(f"file name {name!r} is not <age>_<First>_<Last>_<NNNN>.jpg")
+        raise BadRow(f"file name {quote(name)} is not <age>_<First>_<Last>_<NNNN>.jpg")
     if int(m["age"]) != age or age != year - birth:
-        raise BadRow(f"age {age} disagrees with the file name {name!r} or year {year} - birth {birth}")
+        raise BadRow(f"age {age} disagrees with the file name {quote(name)} or year {year} - birth {birth}")
     if people.get(identity) is None:
         raise BadRow(f"identity {identity} has no named celebrity in celebrityData")
     stem = local_id(name[: -len(".jpg")])

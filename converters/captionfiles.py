@@ -3,7 +3,8 @@
 MM-CelebA-HQ, CelebAText-HQ and FFHQ-Text all ship one `<image stem>.txt` per image with one caption
 per line, and MM-CelebA-HQ and FFHQ-Text add AttnGAN-style `filenames.pickle` split lists.
 
-- Caption files are decoded leniently: one bad byte in one of 30,000 files must not stop the corpus.
+- Caption files are read line by line (bounded, like every raw text file) and decoded leniently: one
+  bad byte in one of 30,000 files must not stop the corpus.
   SEA-T2F's loader (CelebAText-HQ) shows that files hold U+FFFD pairs (GBK punctuation mangled into
   UTF-8); every run of U+FFFD becomes a space and other non-ASCII text is NFKC-normalised (full-width
   `，` -> `,`). The caller notes every file that needed either, by count and example names.
@@ -23,7 +24,9 @@ from pathlib import Path, PurePosixPath
 from collections import Counter
 from collections.abc import Callable, Iterator
 
-from facecorpus.converters.base import Failure, Filtered, RawFormatError, Where, guard, refuse_html, rel_to
+from facecorpus.converters.base import (Failure, Filtered, Overlong, RawFormatError, Where, guard, refuse_html,
+                                        rel_to, text_lines)
+from facecorpus.excerpt import quote
 from facecorpus.records import Record
 
 REPLACEMENT_RUN = re.compile("\ufffd+")
@@ -31,29 +34,18 @@ FIX_INVALID = "invalid UTF-8 or U+FFFD (mapped to a space)"
 FIX_NON_ASCII = "non-ASCII text (NFKC-normalised)"
 
 
-def decode(path: Path, rel: str, download: str) -> tuple[str, list[str]]:
-    """A caption file's text (LF line ends, BOM stripped) and the fixes it needed (FIX_* constants)."""
-    data = path.read_bytes()
-    if data.startswith(codecs.BOM_UTF8):
-        data = data[len(codecs.BOM_UTF8):]
-    refuse_html(data, rel, download)
-    text = data.decode("utf-8", errors="replace")
-    if "\r" in text:
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
-    fixes = []
-    if "\ufffd" in text:
-        text = REPLACEMENT_RUN.sub(" ", text)
-        fixes.append(FIX_INVALID)
-    if not text.isascii():
-        text = unicodedata.normalize("NFKC", text)
-        fixes.append(FIX_NON_ASCII)
-    return text, fixes
-
-
-def caption_lines(text: str) -> list[str]:
-    """The file's lines; the newline ending the last line does not start another (empty) one."""
-    lines = text.split("\n")
-    return lines[:-1] if lines and lines[-1] == "" else lines
+def caption_lines(path: Path, rel: str, download: str, fixes: set[str]) -> Iterator[tuple[int, str]]:
+    """(1-based line number, text) of every line of a caption file, decoded leniently; the fixes it
+    needed (FIX_* constants) are added to `fixes`. A line over the limit comes as Overlong."""
+    for n, line in text_lines(path, rel, download, errors="replace"):
+        if not line.isascii():
+            if "\ufffd" in line:
+                line = REPLACEMENT_RUN.sub(" ", line)
+                fixes.add(FIX_INVALID)
+            if not line.isascii():
+                line = unicodedata.normalize("NFKC", line)
+                fixes.add(FIX_NON_ASCII)
+        yield n, line
 
 
 def file_outcomes(path: Path, rel: str, download: str, fixed: dict, problem: str | None,
@@ -61,14 +53,16 @@ def file_outcomes(path: Path, rel: str, download: str, fixed: dict, problem: str
                   expected: int | None = None, counts: Counter | None = None) -> Iterator[Record | Filtered | Failure]:
     """One outcome per line of one caption file: an empty line is filtered; every line fails when the
     file itself has a `problem` (a bad name, no CelebA photo); `clean(words)` gives the text to keep and
-    may name a filter reason; otherwise `build(n, text)` makes the record. Files needing decoding fixes
-    go to `fixed`; a file with other than `expected` captions is counted in `counts` ("fewer"/"more")."""
-    text, fixes = decode(path, rel, download)
-    if fixes:
-        fixed[path.name] = fixes
+    may name a filter reason; otherwise `build(n, text)` makes the record (n: the 0-based line index).
+    Files needing decoding fixes go to `fixed`; a file with other than `expected` captions is counted in
+    `counts` ("fewer"/"more")."""
+    fixes: set[str] = set()
     records = 0
-    for n, line in enumerate(caption_lines(text)):
-        where = Where(rel, n + 1)
+    for n, line in caption_lines(path, rel, download, fixes):
+        where = Where(rel, n)
+        if isinstance(line, Overlong):
+            yield Failure(where, line.problem)
+            continue
         words = " ".join(line.split())
         reason = "empty caption line" if not words else None
         if reason is None and problem:
@@ -79,9 +73,11 @@ def file_outcomes(path: Path, rel: str, download: str, fixed: dict, problem: str
         if reason:
             yield Filtered(where, reason)
             continue
-        outcome = guard(where, lambda: build(n, words))
+        outcome = guard(where, lambda: build(n - 1, words))
         records += isinstance(outcome, Record)
         yield outcome
+    if fixes:
+        fixed[path.name] = sorted(fixes)
     if expected is not None and records != expected:
         counts["fewer" if records < expected else "more"] += 1
 
@@ -118,7 +114,7 @@ def read_names(path: Path, raw: Path, download: str) -> list[str]:
         if isinstance(name, bytes):
             name = name.decode("latin1")
         if not isinstance(name, str) or not name.strip():
-            raise RawFormatError(Where(rel, n), f"entry {name!r} is not a file name", download)
+            raise RawFormatError(Where(rel, n), f"entry {quote(name)} is not a file name", download)
         stems.append(stem_of(name))
     return stems
 

@@ -25,8 +25,9 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from facecorpus.converters.base import (BadRow, Context, Failure, Filtered, RawFormatError, Where, find, guard,
-                                        read_text, rel_to)
+from facecorpus.converters.base import (BadRow, Context, Failure, Filtered, Overlong, RawFormatError, Where, find,
+                                        guard, lines, text_lines)
+from facecorpus.excerpt import quote
 from facecorpus.records import Record, make_key, validate
 from facecorpus.textproto import attribute_name, to_text
 
@@ -49,7 +50,7 @@ ATTRIBUTES = (
 PARTITIONS = {"0": "train", "1": "val", "2": "test"}
 VALUES = frozenset(("-1", "1"))
 IMAGE_RE = re.compile(r"\d{6}\.jpg")  # every label file names the aligned JPEGs, even for the PNG variant
-PAIR_RE = re.compile(r"^[ \t]*(\d{6}\.jpg)[ \t]+(\S+)[ \t]*$", re.MULTILINE)
+PAIR_RE = re.compile(r"[ \t]*(\d{6}\.jpg)[ \t]+(\S+)[ \t]*")
 MALE = ATTRIBUTES.index("Male")  # becomes the first label, `gender: male|female`
 OTHERS = tuple(attribute_name(a) for a in ATTRIBUTES if a != "Male")
 
@@ -67,15 +68,23 @@ def read_identity(path: Path) -> dict[str, str]:
 
 def _read_pairs(path: Path, allowed: set[str] | None) -> dict[str, str]:
     """A two-column CelebA list `<NNNNNN.jpg> <value>`; a lookup table, so any bad line raises."""
-    text = read_text(path, path.parent, DOWNLOAD)
-    pairs = PAIR_RE.findall(text)  # one regex pass: 202k lines in well under a second
-    out = dict(pairs)
-    values = set(out.values())
-    if (len(out) != len(pairs) or not all(_ok(v, allowed) for v in values)
-            or len(pairs) != sum(1 for line in text.split("\n") if line.strip())):
-        _raise_first_bad_pair(path, text, allowed)  # the slow pass, only to name the line
+    out: dict[str, str] = {}
+    for n, line in text_lines(path, path.name, DOWNLOAD):  # no Where per line: 202,599 lines, errors are rare
+        if not line and not isinstance(line, Overlong):
+            continue
+        m = None if isinstance(line, Overlong) else PAIR_RE.fullmatch(line)
+        if m is None:
+            problem = getattr(line, "problem", f"expected '<NNNNNN.jpg> <value>', found {quote(line.strip())}")
+        elif not _ok(m[2], allowed):
+            problem = f"unknown value {quote(m[2])} for {m[1]}"
+        elif m[1] in out:
+            problem = f"{m[1]} is listed twice"
+        else:
+            out[m[1]] = m[2]
+            continue
+        raise RawFormatError(Where(path.name, n), problem, DOWNLOAD)
     if not out:
-        raise RawFormatError(path.name, "is empty", DOWNLOAD)
+        raise RawFormatError(path.name, "is empty: a failed or truncated download?", DOWNLOAD)
     return out
 
 
@@ -83,33 +92,19 @@ def _ok(value: str, allowed: set[str] | None) -> bool:
     return value in allowed if allowed is not None else value.isdigit() and int(value) > 0
 
 
-def _raise_first_bad_pair(path: Path, text: str, allowed: set[str] | None):
-    seen: set[str] = set()
-    for n, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        m = PAIR_RE.fullmatch(line)
-        problem = (f"expected '<NNNNNN.jpg> <value>', found {line.strip()[:60]!r}" if not m
-                   else f"unknown value {m[2]!r} for {m[1]}" if not _ok(m[2], allowed)
-                   else f"{m[1]} is listed twice" if m[1] in seen else None)
-        if problem:
-            raise RawFormatError(Where(path.name, n), problem, DOWNLOAD)
-        seen.add(m[1])
-
-
 def read_attributes(path: Path, raw: Path) -> tuple[int, list[tuple[Where, str]]]:
     """The announced image count and (where, line) of every data row of `list_attr_celeba.txt`."""
-    rel = rel_to(path, raw)
-    text = read_text(path, raw, DOWNLOAD).split("\n")
-    count = text[0].strip()
-    if not count.isdigit():
-        raise RawFormatError(Where(rel, 1), f"first line {count[:60]!r} is not the image count; not a CelebA "
-                             "attribute file (a failed or different download?)", DOWNLOAD)
-    header = tuple(text[1].split()) if len(text) > 1 else ()
-    if header != ATTRIBUTES:
-        raise RawFormatError(Where(rel, 2), f"expected CelebA's 40 attribute names, found {len(header)} names "
-                             f"starting {' '.join(header[:3])!r}", DOWNLOAD)
-    return int(count), [(Where(rel, n), line) for n, line in enumerate(text[2:], start=3) if line.strip()]
+    numbered = lines(path, raw, DOWNLOAD)
+    where, count = next(numbered)
+    if where.line != 1 or not count.strip().isdigit():
+        raise RawFormatError(Where(where.file, 1), f"first line {quote(count.strip())} is not the image count; not a "
+                             "CelebA attribute file (a failed or different download?)", DOWNLOAD)
+    where, header = next(numbered, (Where(where.file, 2), ""))
+    if where.line != 2 or tuple(header.split()) != ATTRIBUTES:
+        names = header.split() if where.line == 2 else []
+        raise RawFormatError(Where(where.file, 2), f"expected CelebA's 40 attribute names, found {len(names)} names "
+                             f"starting {quote(' '.join(names[:3]))}", DOWNLOAD)
+    return int(count), list(numbered)
 
 
 def rows(raw: Path, ctx: Context) -> Iterator[Record | Filtered | Failure]:
@@ -120,27 +115,28 @@ def rows(raw: Path, ctx: Context) -> Iterator[Record | Filtered | Failure]:
     image_dir, suffix = _image_dir(raw, official=attr_path.parent.name == "Anno")
     first: dict[str, int] = {}  # image name -> the line that lists it first
     for where, line in data:
-        first.setdefault(line.split(None, 1)[0], where.line)
+        if not isinstance(line, Overlong):
+            first.setdefault(line.split(None, 1)[0], where.line)
     _note_gaps(ctx, attr_path.name, count, len(data), first.keys(), identity, partition)
     template = _template()
     for where, line in data:
-        name = line.split(None, 1)[0]
-        if first[name] != where.line:  # a repeated image would be a duplicate record key
+        name = line.split(None, 1)[0] if line else None
+        if name is not None and first[name] != where.line:  # a repeated image would be a duplicate record key
             yield Failure(where, f"{name} is listed again (first on line {first[name]})")
         else:
-            yield guard(where, lambda: _build(line, identity, partition, image_dir, suffix, template))
+            yield guard(where, lambda: _build(line, identity, partition, image_dir, suffix, template), line)
 
 
 def _build(line: str, identity: dict, partition: dict, image_dir: str, suffix: str, template: tuple) -> Record:
     fields = line.split()
     name, values = fields[0], fields[1:]
     if not IMAGE_RE.fullmatch(name):
-        raise BadRow(f"image name {name!r} is not NNNNNN.jpg")
+        raise BadRow(f"image name {quote(name)} is not NNNNNN.jpg")
     if len(values) != len(ATTRIBUTES):
         raise BadRow(f"{name}: expected {len(ATTRIBUTES)} values, found {len(values)} (a truncated line?)")
     if not VALUES.issuperset(values):
         i = next(i for i, v in enumerate(values) if v not in VALUES)
-        raise BadRow(f"{name}: {ATTRIBUTES[i]} is {values[i]!r}, expected -1 or 1")
+        raise BadRow(f"{name}: {ATTRIBUTES[i]} is {quote(values[i])}, expected -1 or 1")
     local = name[:6]
     if name not in identity or f"celeba/{local}" not in partition:
         raise BadRow(f"{name} is missing from identity_CelebA.txt or list_eval_partition.txt")

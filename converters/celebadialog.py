@@ -33,8 +33,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from facecorpus import records
-from facecorpus.converters.base import (BadRow, Context, Failure, Filtered, RawFormatError, Where, guard, lines,
-                                        read_text, rel_to)
+from facecorpus.converters.base import (BadRow, Context, Failure, Filtered, Overlong, RawFormatError, Where, guard,
+                                        lines, read_text, rel_to)
+from facecorpus.excerpt import quote
 from facecorpus.records import Record
 
 NAME = "celebadialog"
@@ -76,7 +77,7 @@ def read_fine_grained(path: Path, raw: Path) -> tuple[list[str], list[tuple[Wher
     header = rows_[0][1].split() if rows_ else []
     if sorted(header) != sorted(["img_name", *SCALES]):
         raise RawFormatError(rows_[0][0] if rows_ else rel_to(path, raw), f"expected the header img_name "
-                             f"{' '.join(SCALES)} (any order), found {' '.join(header)[:80]!r}", DOWNLOAD)
+                             f"{' '.join(SCALES)} (any order), found {quote(' '.join(header))}", DOWNLOAD)
     return header, rows_[1:]
 
 
@@ -115,6 +116,9 @@ def attribute_rows(path: Path, raw: Path, names: set[str]) -> Iterator[Record | 
     header, data = read_fine_grained(path, raw)
     seen: dict[tuple, Record] = {}
     for where, line in data:
+        if isinstance(line, Overlong):
+            yield Failure(where, line.problem)
+            continue
         name = line.split(None, 1)[0]
         if name in names:  # a repeated image would be a duplicate record key
             yield Failure(where, f"{name} is listed again")
@@ -129,12 +133,12 @@ def _attributes(fields: list[str], header: list[str], seen: dict[tuple, Record])
     row = dict(zip(header, fields))
     name = row.pop("img_name")
     if not STANDARD_RE.fullmatch(name):
-        raise BadRow(f"image name {name!r} is not a CelebA file name NNNNNN.jpg")
+        raise BadRow(f"image name {quote(name)} is not a CelebA file name NNNNNN.jpg")
     labels = {}
     for column, (label, words) in SCALES.items():
         degree = row[column]
         if degree not in ("0", "1", "2", "3", "4", "5"):
-            raise BadRow(f"{name}: {column} is {degree!r}, expected a degree 0..5")
+            raise BadRow(f"{name}: {column} is {quote(degree)}, expected a degree 0..5")
         labels[label] = words[int(degree)]  # e.g. No_Beard 0 -> beard: none (the reverse of CelebA's No_Beard)
     local, degrees = name[:6], tuple(labels.values())
     if degrees not in seen:  # 6^5 = 7,776 label sets: build and validate each once through the factory
@@ -178,18 +182,18 @@ def _image(name: str, hq: bool, ctx: Context) -> tuple[str, str, str, str]:
     """(local id, image path, image_id, photo_id) for a caption key."""
     if hq:
         if not HQ_RE.fullmatch(name) or int(name[:-4]) >= HQ_COUNT:
-            raise BadRow(f"key {name!r} is not a CelebA-HQ image name 0.jpg..29999.jpg")
+            raise BadRow(f"key {quote(name)} is not a CelebA-HQ image name 0.jpg..29999.jpg")
         idx = name[:-4]
         return f"hq-{idx}", f"{HQ_IMAGES}/{name}", f"celebahq/{idx}", ctx.celeba_photo(f"celebahq/{idx}")
     if not STANDARD_RE.fullmatch(name):
-        raise BadRow(f"key {name!r} is not a CelebA image name NNNNNN.jpg")
+        raise BadRow(f"key {quote(name)} is not a CelebA image name NNNNNN.jpg")
     return name[:6], f"{STANDARD_IMAGES}/{name}", f"celeba/{name[:6]}", f"celeba/{name[:6]}"
 
 
 def _texts(name: str, entry) -> list[tuple[dict, object]]:
     """[(labels, text)] for n = 0..5; a missing attribute caption reads as None (filtered, not failed)."""
     if not isinstance(entry, dict) or "overall_caption" not in entry:
-        raise BadRow(f"{name}: expected an object with overall_caption, found {str(entry)[:60]!r}")
+        raise BadRow(f"{name}: expected an object with overall_caption, found {quote(str(entry))}")
     wise = entry.get("attribute_wise_captions") or {}
     if not isinstance(wise, dict):
         raise BadRow(f"{name}: attribute_wise_captions is {type(wise).__name__}, expected an object")

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from facecorpus.converters.base import RawFormatError, Where, read_text
+from facecorpus.converters.base import Overlong, RawFormatError, Where, text_lines
+from facecorpus.excerpt import quote
 
 MAPPING = "CelebA-HQ-to-CelebA-mapping.txt"
 DOWNLOAD = "https://github.com/switchablenorms/CelebAMask-HQ"
@@ -35,12 +36,15 @@ def read_mapping(path: Path) -> dict[str, str]:
     """{"celebahq/<idx>": "celeba/<6-digit id>"} for every row of the mapping file at `path`."""
     if not path.is_file():
         raise RawFormatError(MAPPING, f"missing: expected {path} (it ships at the top of CelebAMask-HQ)", DOWNLOAD)
-    lines = read_text(path, path.parent, DOWNLOAD).split("\n")
-    if tuple(lines[0].split()) != HEADER:
-        raise RawFormatError(Where(path.name, 1), f"expected the header {' '.join(HEADER)!r}, found "
-                             f"{lines[0][:60]!r}", DOWNLOAD)
+    numbered = text_lines(path, path.name, DOWNLOAD)
+    _, header = next(numbered, (1, ""))
+    if tuple(header.split()) != HEADER:
+        raise RawFormatError(Where(path.name, 1), f"expected the header {quote(' '.join(HEADER))}, found "
+                             f"{quote(header)}", DOWNLOAD)
     mapping: dict[str, str] = {}
-    for n, line in enumerate(lines[1:], start=2):
+    for n, line in numbered:
+        if isinstance(line, Overlong):
+            raise RawFormatError(Where(path.name, n), line.problem, DOWNLOAD)
         if not line.strip():
             continue
         hq, photo = _row(line, Where(path.name, n))
@@ -56,12 +60,12 @@ def _row(line: str, where: Where) -> tuple[str, str]:
     """One row `idx orig_idx orig_file` -> ("celebahq/<idx>", "celeba/<6-digit id>"), checked."""
     fields = line.split()
     if len(fields) != 3 or not fields[0].isdigit() or not fields[1].isdigit():
-        raise RawFormatError(where, f"expected 'idx orig_idx orig_file', found {line.strip()[:60]!r}", DOWNLOAD)
+        raise RawFormatError(where, f"expected 'idx orig_idx orig_file', found {quote(line.strip())}", DOWNLOAD)
     idx, orig_idx, orig_file = int(fields[0]), int(fields[1]), fields[2]
     if not (idx < HQ_IMAGES and orig_idx < CELEBA_IMAGES):
         raise RawFormatError(where, f"idx {idx} or orig_idx {orig_idx} is out of range "
                              f"(0..{HQ_IMAGES - 1}, 0..{CELEBA_IMAGES - 1})", DOWNLOAD)
     # orig_idx is 0-based, the CelebA file number 1-based: a mismatch means a shifted or edited file.
     if orig_file != f"{orig_idx + 1:06d}.jpg":
-        raise RawFormatError(where, f"orig_file {orig_file!r} is not orig_idx + 1 ({orig_idx + 1:06d}.jpg)", DOWNLOAD)
+        raise RawFormatError(where, f"orig_file {quote(orig_file)} is not orig_idx + 1 ({orig_idx + 1:06d}.jpg)", DOWNLOAD)
     return f"celebahq/{idx}", f"celeba/{orig_idx + 1:06d}"

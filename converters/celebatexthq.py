@@ -23,7 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from facecorpus.converters import captionfiles
-from facecorpus.converters.base import BadRow, Context, Failure, Filtered, RawFormatError, find, lines
+from facecorpus.converters.base import BadRow, Context, Failure, Filtered, Overlong, RawFormatError, find, lines
+from facecorpus.excerpt import quote
 from facecorpus.records import Record, caption
 
 NAME = "celebatexthq"
@@ -46,8 +47,10 @@ def hq_name(line: str) -> tuple[str, str]:
     """A list line -> (stem, image file name); ValueError unless it names a CelebA-HQ image."""
     name = PurePosixPath(line.strip().replace("\\", "/")).name
     stem = captionfiles.stem_of(name)
+    if isinstance(line, Overlong):
+        raise ValueError(line.problem)
     if not (stem.isdigit() and str(int(stem)) == stem and int(stem) < HQ_IMAGES):
-        raise ValueError(f"{line.strip()[:80]!r} does not name a CelebA-HQ image <idx>.jpg (0..{HQ_IMAGES - 1})")
+        raise ValueError(f"{quote(line.strip())} does not name a CelebA-HQ image <idx>.jpg (0..{HQ_IMAGES - 1})")
     return stem, name if name != stem else f"{stem}.jpg"
 
 
@@ -60,7 +63,7 @@ def read_flists(raw: Path, root: str, ctx: Context) -> tuple[dict[str, tuple[str
         path = find(raw, (f"{root}{rel}",), DOWNLOAD)
         for where, line in lines(path, raw, DOWNLOAD):
             try:
-                stem, name = hq_name(line)
+                stem, name = hq_name(line)  # an Overlong line is empty: names no image, and says why
             except ValueError as exc:
                 failures.append(Failure(where, str(exc)))
                 continue

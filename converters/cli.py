@@ -8,10 +8,12 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from facecorpus.converters import pipeline, registry
 from facecorpus.records import DATASETS
+from facecorpus.summary import RunSummary
 
 
 def parse_sets(values: tuple[str, ...]) -> dict[str, dict[str, str]]:
@@ -38,22 +40,22 @@ def parse_paths(paths: tuple[str, ...], convert_all: bool) -> tuple[str | None, 
     return dataset, raw_dir
 
 
-def summary_table(summary: dict, names: list[str]) -> Table:
+def summary_table(summary: RunSummary, names: list[str]) -> Table:
     table = Table(title="convert: rows read == records + filtered + errors")
     for col in ("dataset", "rows read", "records", "filtered (by reason)", "errors"):
         table.add_column(col, justify="right" if col in ("rows read", "records", "errors") else "left")
     for name in names:
-        d = summary["datasets"][name]
-        filtered = ", ".join(f"{r}: {n:,}" for r, n in d["filtered"].items()) or "-"
-        table.add_row(name, f"{d['rows_read']:,}", f"{d['records']:,}", filtered, f"{d['errors']:,}")
+        d = summary.datasets[name]
+        filtered = ", ".join(f"{r}: {n:,}" for r, n in d.filtered.items()) or "-"
+        table.add_row(name, f"{d.rows_read:,}", f"{d.records:,}", filtered, f"{d.errors:,}")
     return table
 
 
-def print_notes(console: Console, summary: dict, names: list[str]) -> None:
+def print_notes(console: Console, summary: RunSummary, names: list[str]) -> None:
     """Inconsistencies between a dataset's raw files (excerpts, missing files), by name and count."""
     for name in names:
-        for note in summary["datasets"][name]["notes"]:
-            console.print(f"[cyan]note[/cyan] {name}: {note}")
+        for note in summary.datasets[name].notes:
+            console.print(f"[cyan]note[/cyan] {name}: {note}", markup=False, highlight=False)
 
 
 @click.command()
@@ -73,7 +75,10 @@ def print_notes(console: Console, summary: dict, names: list[str]) -> None:
 @click.option("--seed", default=0, show_default=True, help="Seed of the hashed split for photos no dataset splits.")
 @click.option("--jobs", type=click.IntRange(1), default=None,
               help="Datasets converted at once in worker processes (default: one per core).")
-def convert(paths, convert_all, out, on_error, sets, celeba_partition, celebahq_mapping, seed, jobs):
+@click.option("--allow-empty", is_flag=True,
+              help="Let a dataset that yields no record (every row filtered or skipped) replace a partition of the "
+                   "manifest that holds records; without it such a run stops and writes nothing.")
+def convert(paths, convert_all, out, on_error, sets, celeba_partition, celebahq_mapping, seed, jobs, allow_empty):
     """Convert raw dataset downloads into the manifest of face-text records.
 
     DATASET is one of: celeba, fs2k, affectnet, rafdb, expw, cacd, afad, imdbwiki, fairface,
@@ -84,32 +89,36 @@ def convert(paths, convert_all, out, on_error, sets, celeba_partition, celebahq_
     facecorpus convert --all RAW_ROOT --out MANIFEST      every dataset folder under RAW_ROOT
 
     Converting into an existing manifest adds or replaces that dataset and re-harmonizes the splits
-    of everything in it, so no photo any dataset holds out is trained on.
+    of everything in it, so no photo any dataset holds out is trained on. New partitions replace the
+    old ones only once all are written; an empty label file is an error naming it.
+
+    Limits: a raw text line over 65,536 characters and a caption over 2,000 characters are malformed
+    rows (errors, or ledgered with --on-error skip); messages quote at most 200 characters of a row.
     """
     console = Console(stderr=True)
     dataset, raw_dir = parse_paths(paths, convert_all)
-    unusable: dict[str, str] = {}
+    not_converted: dict[str, str] = {}
     if convert_all:
-        sources, unusable = pipeline.discover(raw_dir)
+        sources, not_converted = pipeline.discover(raw_dir)
     else:
         sources = {dataset: raw_dir}
     try:
         summary = pipeline.convert(
             sources, out, on_error=on_error, overrides=parse_sets(sets), raw_root=raw_dir if convert_all else None,
-            celeba_partition=celeba_partition, hq_mapping=celebahq_mapping, seed=seed, unusable=unusable, console=console,
-            jobs=jobs)
+            celeba_partition=celeba_partition, hq_mapping=celebahq_mapping, seed=seed, not_converted=not_converted,
+            allow_empty=allow_empty, console=console, jobs=jobs)
     except (pipeline.ConvertError, ValueError, FileNotFoundError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
         sys.exit(1)
-    converted = [n for n in sources if n in summary["datasets"]]
+    converted = [n for n in sources if n in summary.datasets]
     console.print(summary_table(summary, converted))
     print_notes(console, summary, converted)
-    for name, why in summary["unusable"].items():
+    for name, why in summary.not_converted.items():
         used = name in registry.SUPPORT_FOLDERS
-        console.print(f"[{'green' if used else 'yellow'}]{'used' if used else 'not converted'}[/] {name}: {why}")
-    s = summary["splits"]
-    moved = sum(m["count"] for m in s["reassigned"] if m["from"])
-    placed = sum(m["count"] for m in s["reassigned"] if not m["from"])
-    console.print(f"splits: {s['records']}; records moved off their dataset's own split: {moved:,}; "
+        console.print(f"[{'green' if used else 'yellow'}]{'used' if used else 'not converted'}[/] {name}: {escape(why)}")
+    s = summary.splits
+    moved = sum(m["count"] for m in s.reassigned if m["from"])
+    placed = sum(m["count"] for m in s.reassigned if not m["from"])
+    console.print(f"splits: {s.records}; records moved off their dataset's own split: {moved:,}; "
                   f"records without one, placed by partition/person/hash: {placed:,}")
     console.print(f"manifest: {out} (summary.json, ledger.jsonl)")

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from facecorpus.converters.base import BadRow, Context, Failure, Filtered, find, guard, image_path, lines
+from facecorpus.excerpt import quote
 from facecorpus.records import Record, attributes, local_id
 
 NAME = "expw"
@@ -33,7 +34,7 @@ EXPRESSION = {0: "anger", 1: "disgust", 2: "fear", 3: "happy", 4: "sad", 5: "sur
 
 def integer(text: str, field: str) -> int:
     if not text.lstrip("-").isdigit():
-        raise BadRow(f"{field} {text!r} is not an integer")
+        raise BadRow(f"{field} {quote(text)} is not an integer")
     return int(text)
 
 
@@ -47,7 +48,7 @@ def build(raw: Path, prefix: str, line: str, seen: set[tuple[str, int]]) -> Reco
     try:
         score = float(parts[6])
     except ValueError:
-        raise BadRow(f"face_box_cofidence {parts[6]!r} is not a number") from None
+        raise BadRow(f"face_box_cofidence {quote(parts[6])} is not a number") from None
     code = integer(parts[7], "expression_label")
     if code not in EXPRESSION or math.isnan(score):
         raise BadRow(f"expression_label {code} is not one of the codes 0-6" if code not in EXPRESSION
@@ -68,4 +69,4 @@ def rows(raw: Path, ctx: Context) -> Iterator[Record | Filtered | Failure]:
     prefix = path.relative_to(raw).as_posix().removesuffix("label/label.lst")  # "" or "data/"
     seen: set[tuple[str, int]] = set()
     for where, line in lines(path, raw, DOWNLOAD):
-        yield guard(where, lambda: build(raw, prefix, line, seen))
+        yield guard(where, lambda: build(raw, prefix, line, seen), line)

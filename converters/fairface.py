@@ -24,8 +24,9 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-from facecorpus.converters.base import (BadRow, Context, Failure, Filtered, RawFormatError, Where, guard,
-                                        image_path, lines, require)
+from facecorpus.converters.base import (BadRow, Context, Failure, Filtered, guard, image_path, require,
+                                        table_rows)
+from facecorpus.excerpt import quote
 from facecorpus.records import Record, attributes, local_id
 from facecorpus.textproto import attribute_name
 
@@ -58,9 +59,9 @@ def age_bin(text: str, repairs: Counter) -> str:
         if pair in RANGE_BINS:
             repairs[f"{text} -> {RANGE_BINS[pair]}"] += 1
             return RANGE_BINS[pair]
-        raise BadRow(f"age {text!r} looks like an Excel date but its numbers match no FairFace bin "
+        raise BadRow(f"age {quote(text)} looks like an Excel date but its numbers match no FairFace bin "
                      f"({', '.join(AGES)}); cannot tell which bin it was")
-    raise BadRow(f"age {text!r} is not a FairFace bin ({', '.join(AGES)})")
+    raise BadRow(f"age {quote(text)} is not a FairFace bin ({', '.join(AGES)})")
 
 
 def build(raw: Path, line: str, split: str, repairs: Counter, seen: set[str]) -> Record:
@@ -71,19 +72,19 @@ def build(raw: Path, line: str, split: str, repairs: Counter, seen: set[str]) ->
     file, age, gender, race, service = (p.strip() for p in parts)
     m = PATH_RE.fullmatch(image_path(raw, file))
     if not m:
-        raise BadRow(f"file {file!r} is not train/<n>.jpg or val/<n>.jpg")
+        raise BadRow(f"file {quote(file)} is not train/<n>.jpg or val/<n>.jpg")
     if gender not in GENDERS:
-        raise BadRow(f"gender {gender!r} is not one of {', '.join(GENDERS)}")
+        raise BadRow(f"gender {quote(gender)} is not one of {', '.join(GENDERS)}")
     if race not in RACES:
-        raise BadRow(f"race {race!r} is not one of {', '.join(RACES)}")
+        raise BadRow(f"race {quote(race)} is not one of {', '.join(RACES)}")
     if service.lower() not in SERVICE_TEST:
-        raise BadRow(f"service_test {service!r} is not True or False (a truncated line?)")
+        raise BadRow(f"service_test {quote(service)} is not True or False (a truncated line?)")
     path = m["path"]
     if path.split("/")[0] != FOLDERS[split]:
-        raise BadRow(f"file {file!r} is not under {FOLDERS[split]}/ like the rest of this label file")
+        raise BadRow(f"file {quote(file)} is not under {FOLDERS[split]}/ like the rest of this label file")
     local = local_id(path.removesuffix(".jpg"))
     if local in seen:
-        raise BadRow(f"file {file!r} is listed twice")
+        raise BadRow(f"file {quote(file)} is listed twice")
     seen.add(local)
     labels = {"age": age_bin(age, repairs), "gender": GENDERS[gender], "race": RACES[race]}
     return attributes(NAME, local, path, labels, image_id=f"{NAME}/{local}", source_split=split)
@@ -94,12 +95,8 @@ def rows(raw: Path, ctx: Context) -> Iterator[Record | Filtered | Failure]:
     seen: set[str] = set()
     for path, split in files:
         repairs: Counter = Counter()
-        numbered = lines(path, raw, DOWNLOAD)
-        where, header = next(numbered, (Where(path.name, 1), ""))
-        if header.strip() not in HEADERS:
-            raise RawFormatError(where, f"header {header.strip()[:120]!r} is not {HEADERS[0]!r}", DOWNLOAD)
-        for where, line in numbered:
-            yield guard(where, lambda: build(raw, line, split, repairs, seen))
+        for where, line in table_rows(path, raw, DOWNLOAD, HEADERS.__contains__, repr(HEADERS[0])):
+            yield guard(where, lambda: build(raw, line, split, repairs, seen), line)
         if repairs:
             ctx.note(f"{path.name}: repaired {sum(repairs.values()):,} Excel-mangled age bins "
                      f"({', '.join(f'{k}: {n:,}' for k, n in sorted(repairs.items()))})")

@@ -24,6 +24,7 @@ from pathlib import Path
 from facecorpus import colors
 from facecorpus.converters.base import (BadRow, Context, Failure, Filtered, RawFormatError, Where, guard, image_path,
                                         read_text, require)
+from facecorpus.excerpt import quote
 from facecorpus.records import Record, attributes, local_id
 
 NAME = "fs2k"
@@ -71,7 +72,7 @@ def photo_index(raw: Path) -> dict[str, str] | None:
 def code(entry: dict, key: str, table) -> int:
     value = entry[key]
     if isinstance(value, bool) or not isinstance(value, int) or value not in table:
-        raise BadRow(f"{key} = {value!r} is not one of the codes {sorted(table)}")
+        raise BadRow(f"{key} = {quote(value)} is not one of the codes {sorted(table)}")
     return value
 
 
@@ -80,7 +81,7 @@ def color(entry: dict, key: str) -> str:
     value = entry[key]
     if not isinstance(value, list) or len(value) != 3 or \
             not all(isinstance(c, int | float) and not isinstance(c, bool) and 0 <= c <= 255 for c in value):
-        raise BadRow(f"{key} = {value!r} is not an [R, G, B] list of numbers in 0..255")
+        raise BadRow(f"{key} = {quote(value)} is not an [R, G, B] list of numbers in 0..255")
     return colors.nearest_color(value)
 
 
@@ -89,7 +90,7 @@ def build(raw: Path, entry, split: str, photos: dict[str, str] | None) -> Record
         raise BadRow(f"expected an object with the keys {', '.join(KEYS)}")
     name = entry["image_name"]
     if not isinstance(name, str) or not IMAGE_NAME.fullmatch(image_path(raw, name)):
-        raise BadRow(f"image_name {name!r} is not photoK/imageNNNN")
+        raise BadRow(f"image_name {quote(name)} is not photoK/imageNNNN")
     hair, hair_color = code(entry, "hair", (0, 1)), code(entry, "hair_color", HAIR_COLOR)
     if (hair == 1) != (hair_color == 3):
         raise BadRow(f"hair = {hair} (0 = with hair) contradicts hair_color = {hair_color} (3 = no hair)")

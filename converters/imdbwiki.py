@@ -33,6 +33,7 @@ import numpy as np
 
 from facecorpus.converters import matfile
 from facecorpus.converters.base import Context, Failure, Filtered, RawFormatError, Where, guard, rel_to
+from facecorpus.excerpt import quote
 from facecorpus.records import Record, attributes, local_id
 
 NAME = "imdbwiki"
@@ -104,9 +105,9 @@ def build(part: str, folder: str, path: str, age: int, gender: float, subject: s
 def problem(path: str | None, gender: float) -> str | None:
     """Why an entry is malformed (checked before the filters, so no broken entry is counted as filtered)."""
     if path is None or not FULL_PATH.fullmatch(path):
-        return f"full_path {path!r} is not <NN>/<name>.jpg"
+        return f"full_path {quote(path)} is not <NN>/<name>.jpg"
     if not (gender in GENDER or math.isnan(gender)):
-        return f"gender {gender!r} is not 1 (male), 0 (female) or NaN (unknown)"
+        return f"gender {quote(gender)} is not 1 (male), 0 (female) or NaN (unknown)"
     return None
 
 
@@ -116,7 +117,7 @@ def part_rows(raw: Path, part: str, folder: str, ctx: Context) -> Iterator[Recor
     cols = matfile.columns(matfile.load_structs(path, raw, (part,), DOWNLOAD)[part], FIELDS, rel, DOWNLOAD)
     for field in ("dob", "photo_taken", "gender", "face_score", "second_face_score"):
         if cols[field].dtype.kind not in "iuf":
-            raise RawFormatError(rel, f"field {field!r} is not numeric ({cols[field].dtype})", DOWNLOAD)
+            raise RawFormatError(rel, f"field {quote(field)} is not numeric ({cols[field].dtype})", DOWNLOAD)
     age = ages(cols["dob"], cols["photo_taken"])
     why = reasons(cols, age, ctx.options)
     full = not folder.endswith("_crop")  # boxes only for the uncropped photos (see the module docstring)
@@ -130,7 +131,7 @@ def part_rows(raw: Path, part: str, folder: str, ctx: Context) -> Iterator[Recor
         if bad := problem(p, genders[i]):
             yield Failure(where, bad)
         elif p in seen:
-            yield Failure(where, f"full_path {p!r} is listed again (first at entry {seen[p]})")
+            yield Failure(where, f"full_path {quote(p)} is listed again (first at entry {seen[p]})")
         elif why[i] is not None:
             seen[p] = i + 1
             yield Filtered(where, why[i])

@@ -15,6 +15,7 @@ import numpy as np
 import scipy.io
 
 from facecorpus.converters.base import RawFormatError, refuse_html, rel_to
+from facecorpus.excerpt import quote
 
 
 def load_structs(path: Path, raw: Path, variables: tuple[str, ...], download: str) -> dict[str, np.void]:
@@ -34,10 +35,10 @@ def load_structs(path: Path, raw: Path, variables: tuple[str, ...], download: st
     out = {}
     for name in variables:
         if name not in data:
-            raise RawFormatError(rel, f"has no variable {name!r}", download)
+            raise RawFormatError(rel, f"has no variable {quote(name)}", download)
         struct = data[name]
         if struct.dtype.names is None or struct.shape != (1, 1):
-            raise RawFormatError(rel, f"{name!r} is not a 1x1 struct (got {struct.dtype} {struct.shape})", download)
+            raise RawFormatError(rel, f"{quote(name)} is not a 1x1 struct (got {struct.dtype} {struct.shape})", download)
         out[name] = struct[0, 0]
     return out
 

@@ -1,7 +1,10 @@
-"""Run converters, harmonize splits across datasets, write the manifest and its summary.
+"""Run converters, harmonize splits across datasets, write the manifest and its run summary.
 
 Counts add up for every dataset: rows read == records + filtered (by reason) + errors. Errors stop
 the run with the file and line unless the user chose `--on-error skip`, which ledgers each one.
+Nothing is replaced until every new partition is written: a dataset whose raw files hold no row is an
+error naming the file, and one that yields no record replaces a partition holding records only with
+`allow_empty`.
 """
 
 from __future__ import annotations
@@ -18,14 +21,16 @@ import pyarrow as pa
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from facecorpus import manifest
+from facecorpus import manifest, summary
+from facecorpus.atomic import atomic_write
 from facecorpus.converters import registry, splits
 from facecorpus.converters.base import Context, Failure, Filtered, RawFormatError
+from facecorpus.excerpt import shorten
 from facecorpus.records import DATASETS, Record
 
 
 class ConvertError(RuntimeError):
-    """A malformed row under --on-error raise (the default)."""
+    """A malformed row under --on-error raise (the default), or a conversion that would lose records."""
 
 
 @dataclass
@@ -44,14 +49,15 @@ class DatasetRun:
             self.table = manifest.to_table(self.records)
         return self.table
 
-    def summary(self) -> dict:
-        n = self.as_table().num_rows
-        assert self.rows_read == n + sum(self.filtered.values()) + len(self.failures)
-        return {"raw_dir": str(self.raw.resolve()), "rows_read": self.rows_read, "records": n,
-                "filtered": dict(sorted(self.filtered.items())), "errors": len(self.failures), "notes": self.notes}
+    def summary(self, out: Path) -> summary.DatasetSummary:
+        """The counts for summary.json, the raw folder recorded relative to the manifest folder `out`."""
+        return summary.DatasetSummary(
+            raw_dir=summary.relative_raw_dir(self.raw, out), rows_read=self.rows_read, records=self.as_table().num_rows,
+            filtered=dict(sorted(self.filtered.items())), errors=len(self.failures), notes=self.notes)
 
 
 def run_dataset(name: str, raw: Path, ctx: Context, on_error: str, progress: Progress | None = None) -> DatasetRun:
+    """Every outcome of one dataset's converter, counted; a malformed row raises unless `on_error` is skip."""
     run = DatasetRun(name, raw)
     task = progress.add_task(name, total=None) if progress else None
     for outcome in registry.module(name).rows(raw, ctx):
@@ -61,6 +67,8 @@ def run_dataset(name: str, raw: Path, ctx: Context, on_error: str, progress: Pro
         elif isinstance(outcome, Filtered):
             run.filtered[outcome.reason] += 1
         elif isinstance(outcome, Failure):
+            # Every failure passes here: its message goes to the terminal or the ledger, so it is cut short.
+            outcome = Failure(outcome.where, shorten(outcome.problem))
             if on_error == "raise":
                 raise ConvertError(f"{name}: {outcome.where.file} line {outcome.where.line}: {outcome.problem} "
                                    "(use --on-error skip to ledger such rows and go on)")
@@ -71,6 +79,9 @@ def run_dataset(name: str, raw: Path, ctx: Context, on_error: str, progress: Pro
             progress.update(task, completed=run.rows_read)
     if task is not None:
         progress.update(task, completed=run.rows_read, total=run.rows_read)
+    if not run.rows_read:  # a converter whose files hold no row at all: never an empty partition
+        raise RawFormatError(name, f"the raw files under {raw} hold no rows (an empty download?)",
+                             registry.module(name).DOWNLOAD)
     run.notes = list(ctx.notes)
     return run
 
@@ -97,12 +108,6 @@ def support_files(raw_root: Path | None, celeba_partition: Path | None, hq_mappi
     return partition, mapping
 
 
-def run_one(name: str, raw: Path, on_error: str = "raise", overrides: dict | None = None,
-            mapping: dict | None = None) -> DatasetRun:
-    """One dataset with its options (DEFAULTS + `overrides`), no progress bar: tests and benchmarks."""
-    return run_dataset(name, raw, Context(name, raw, registry.options(name, overrides or {}), mapping), on_error)
-
-
 def convert_one(name: str, raw: Path, options: dict, mapping: dict | None, on_error: str) -> DatasetRun:
     """One dataset, ending with its Arrow table (cheap to send back from a worker process)."""
     run = run_dataset(name, raw, Context(name, raw, options, mapping), on_error)
@@ -113,17 +118,34 @@ def convert_one(name: str, raw: Path, options: dict, mapping: dict | None, on_er
 
 def convert(sources: dict[str, Path], out: Path, *, on_error: str = "raise", overrides: dict | None = None,
             raw_root: Path | None = None, celeba_partition: Path | None = None, hq_mapping: Path | None = None,
-            seed: int = 0, unusable: dict[str, str] | None = None, console: Console | None = None,
-            jobs: int | None = None) -> dict:
-    """Convert each dataset in `sources` into the manifest at `out`; return the summary written there.
+            seed: int = 0, not_converted: dict[str, str] | None = None, allow_empty: bool = False,
+            console: Console | None = None, jobs: int | None = None) -> summary.RunSummary:
+    """Convert each dataset in `sources` into the manifest at `out`; return the run summary written there.
 
     `jobs` > 1 converts datasets in that many worker processes (default: one per core); with one job
-    the rows of each dataset get their own progress bar.
+    the rows of each dataset get their own progress bar. `not_converted` names the folders of RAW_ROOT
+    that are not converted, with why (pipeline.discover); a dataset whose raw files cannot be used joins
+    them under --all, and stops a run of one dataset.
     """
-    console = console or Console(stderr=True)
     partition, mapping = support_files(raw_root, celeba_partition, hq_mapping)
     options = {name: registry.options(name, (overrides or {}).get(name, {})) for name in sources}
-    unusable = dict(unusable or {})
+    not_converted = dict(not_converted or {})
+    done = run_all(sources, options, mapping, on_error, console or Console(stderr=True), jobs)
+    runs = {}
+    for name in sources:  # the sources' order, whatever order the workers finished in
+        if isinstance(done[name], RawFormatError):
+            if len(sources) == 1 or not raw_root:
+                raise done[name]
+            not_converted[name] = str(done[name])
+        else:
+            runs[name] = done[name]
+    refuse_emptying(runs, out, allow_empty)
+    return write(runs, out, partition, seed, not_converted, on_error)
+
+
+def run_all(sources: dict[str, Path], options: dict, mapping: dict | None, on_error: str, console: Console,
+            jobs: int | None) -> dict[str, DatasetRun | RawFormatError]:
+    """Each dataset's run, or the RawFormatError that made its raw files unusable."""
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(sources)))
     columns = (SpinnerColumn(), TextColumn("{task.description:<13}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("rows" if jobs == 1 else "datasets"), TimeElapsedColumn())
@@ -135,34 +157,38 @@ def convert(sources: dict[str, Path], out: Path, *, on_error: str = "raise", ove
                     done[name] = run_dataset(name, raw, Context(name, raw, options[name], mapping), on_error, progress)
                 except RawFormatError as exc:
                     done[name] = exc
-        else:
-            task = progress.add_task("convert", total=len(sources))
-            # fork: workers start at once and share the (read-only) mapping; no Ray or CUDA is live here.
-            with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
-                futures = {pool.submit(convert_one, n, raw, options[n], mapping, on_error): n for n, raw in sources.items()}
-                for fut in as_completed(futures):
-                    try:
-                        done[futures[fut]] = fut.result()
-                    except RawFormatError as exc:
-                        done[futures[fut]] = exc
-                    progress.update(task, advance=1, description=futures[fut])
-    runs = {}
-    for name in sources:  # the sources' order, whatever order the workers finished in
-        if isinstance(done[name], RawFormatError):
-            if len(sources) == 1 or not raw_root:
-                raise done[name]
-            unusable[name] = str(done[name])
-        else:
-            runs[name] = done[name]
-    return write(runs, out, partition, seed, unusable, on_error)
+            return done
+        task = progress.add_task("convert", total=len(sources))
+        # fork: workers start at once and share the (read-only) mapping; no Ray or CUDA is live here.
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+            futures = {pool.submit(convert_one, n, raw, options[n], mapping, on_error): n for n, raw in sources.items()}
+            for fut in as_completed(futures):
+                try:
+                    done[futures[fut]] = fut.result()
+                except RawFormatError as exc:
+                    done[futures[fut]] = exc
+                progress.update(task, advance=1, description=futures[fut])
+    return done
 
 
-def write(runs: dict[str, DatasetRun], out: Path, partition: dict | None, seed: int, unusable: dict, on_error: str) -> dict:
-    """Harmonize splits over the new records and any partitions already in `out`, then write all."""
+def refuse_emptying(runs: dict[str, DatasetRun], out: Path, allow_empty: bool) -> None:
+    """A dataset that yields no record may replace a partition holding records only when the user says so."""
+    for name, run in runs.items():
+        held = manifest.partition_rows(out, name)
+        if run.as_table().num_rows == 0 and held and not allow_empty:
+            raise ConvertError(
+                f"{name}: this conversion has no records ({run.rows_read:,} rows read: {len(run.failures):,} errors, "
+                f"filtered {dict(run.filtered) or 0}) and would replace the {held:,} records of "
+                f"{out / f'{name}.parquet'}; nothing was written (--allow-empty replaces them)")
+
+
+def write(runs: dict[str, DatasetRun], out: Path, partition: dict | None, seed: int, not_converted: dict,
+          on_error: str) -> summary.RunSummary:
+    """Harmonize splits over the new records and any partitions already in `out`; write the partitions
+    (all or none), then the ledger, then the summary last."""
     tables = {name: run.as_table() for name, run in runs.items()}
-    old = {}
-    if (out / manifest.SUMMARY).exists():
-        old = manifest.read_summary(out)
+    old = summary.read(out) if summary.exists(out) else None
+    if old is not None:
         for f in sorted(out.glob("*.parquet")):
             if f.stem in DATASETS and f.stem not in tables:
                 tables[f.stem] = manifest.read_table(out, [f.stem])
@@ -171,27 +197,31 @@ def write(runs: dict[str, DatasetRun], out: Path, partition: dict | None, seed: 
     split, moves = splits.harmonize(whole.select(["dataset", "photo_id", "subject_id", "source_split"]).to_pandas(),
                                     partition, seed)
     whole = whole.set_column(whole.schema.get_field_index("split"), "split", pa.array(split, pa.string()))
-    start = 0
-    for name in names:
-        n = len(tables[name])
-        manifest.write_partition(whole.slice(start, n), out, name)
-        start += n
     manifest.check_table(whole, str(out))
-    datasets = dict(old.get("datasets", {}))
-    datasets.update({name: run.summary() for name, run in runs.items()})
-    summary = {"datasets": {k: datasets[k] for k in sorted(datasets)},
-               "splits": {"seed": seed, "holdout": splits.HOLDOUT, "reassigned": moves,
-                          "celeba_partition_photos": len(partition or {}),
-                          "records": {s: int((split == s).sum()) for s in ("train", "val", "test")}},
-               "unusable": unusable, "on_error": on_error}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / manifest.SUMMARY).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
-    ledger = [{"dataset": name, "file": f.where.file, "line": f.where.line, "problem": f.problem}
-              for name, run in runs.items() for f in run.failures]
-    with open(out / "ledger.jsonl", "w", encoding="utf-8") as fh:
-        for entry in ledger:
-            fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
-    return summary
+    parts, start = {}, 0
+    for name in names:
+        parts[name], start = whole.slice(start, len(tables[name])), start + len(tables[name])
+    manifest.write_partitions(parts, out)
+    write_ledger(out, runs)
+    datasets = dict(old.datasets if old else {})
+    datasets.update({name: run.summary(out) for name, run in runs.items()})
+    run_summary = summary.RunSummary(
+        datasets=datasets, not_converted=not_converted, on_error=on_error,
+        splits=summary.SplitSummary(seed=seed, holdout=dict(splits.HOLDOUT), reassigned=moves,
+                                    celeba_partition_photos=len(partition or {}),
+                                    records={s: int((split == s).sum()) for s in ("train", "val", "test")}))
+    summary.write(out, run_summary)
+    return run_summary
+
+
+def write_ledger(out: Path, runs: dict[str, DatasetRun]) -> None:
+    """ledger.jsonl: this run's skipped rows, and the rows of earlier runs for the datasets not converted again."""
+    path = out / "ledger.jsonl"
+    kept = [line for line in (path.read_text(encoding="utf-8").splitlines() if path.is_file() else [])
+            if line.strip() and json.loads(line).get("dataset") not in runs]
+    rows = [json.dumps({"dataset": name, "file": f.where.file, "line": f.where.line, "problem": f.problem},
+                       ensure_ascii=False) for name, run in runs.items() for f in run.failures]
+    atomic_write(path, "".join(f"{line}\n" for line in kept + rows))
 
 
 def discover(raw_root: Path) -> tuple[dict[str, Path], dict[str, str]]:

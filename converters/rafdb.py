@@ -20,6 +20,7 @@ from pathlib import Path
 
 from facecorpus.converters.base import (BadRow, Context, Failure, Filtered, RawFormatError, find, guard,
                                         image_path, lines)
+from facecorpus.excerpt import quote
 from facecorpus.records import Record, attributes
 
 NAME = "rafdb"
@@ -37,10 +38,10 @@ EXPRESSION = {1: "surprise", 2: "fear", 3: "disgust", 4: "happy", 5: "sad", 6: "
 def build(raw: Path, base: str, line: str, seen: set[str]) -> Record:
     name, sep, label = line.strip().partition(" ")
     if not sep or not label.isdigit():
-        raise BadRow(f"expected '<name> <label 1-7>', got {line.strip()!r} (a truncated line?)")
+        raise BadRow(f"expected '<name> <label 1-7>', got {quote(line.strip())} (a truncated line?)")
     m = NAME_RE.fullmatch(name)
     if not m:
-        raise BadRow(f"{name!r} is not train_NNNNN.jpg or test_NNNN.jpg (a compound-subset name?)")
+        raise BadRow(f"{quote(name)} is not train_NNNNN.jpg or test_NNNN.jpg (a compound-subset name?)")
     if int(label) not in EXPRESSION:
         raise BadRow(f"label {label} is not a basic expression code 1-7 (compound labels go up to 11)")
     stem = name[: -len(".jpg")]
@@ -58,6 +59,6 @@ def rows(raw: Path, ctx: Context) -> Iterator[Record | Filtered | Failure]:
     base = path.relative_to(raw).as_posix().removesuffix("EmoLabel/list_patition_label.txt")  # "basic/" or ""
     for n, (where, line) in enumerate(lines(path, raw, DOWNLOAD)):
         if n == 0 and COMPOUND_RE.match(line):
-            raise RawFormatError(where, f"first row {line.strip()!r} names a compound-subset image: this is the "
+            raise RawFormatError(where, f"first row {quote(line.strip())} names a compound-subset image: this is the "
                                  "compound list_patition_label.txt, not the basic one", DOWNLOAD)
-        yield guard(where, lambda: build(raw, base, line, seen))
+        yield guard(where, lambda: build(raw, base, line, seen), line)

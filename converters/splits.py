@@ -36,7 +36,10 @@ def hash_split(group: str, seed: int) -> str:
 
 def _factorize(column: pd.Series, extra: list[str] = ()) -> tuple[np.ndarray, np.ndarray]:
     """(integer code per value, -1 for null; the distinct values), through Arrow's hashing (fast on strings)."""
-    arr = pa.chunked_array([pa.array(column, type=pa.string(), from_pandas=True), pa.array(list(extra), type=pa.string())])
+    col = pa.array(column, type=pa.string(), from_pandas=True)
+    # pandas 3's Arrow-backed string columns come back chunked (always, when empty): take their chunks.
+    chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
+    arr = pa.chunked_array([*chunks, pa.array(list(extra), type=pa.string())], type=pa.string())
     enc = pc.dictionary_encode(arr).combine_chunks()
     return enc.indices.fill_null(-1).to_numpy().astype(np.int64), enc.dictionary.to_numpy(zero_copy_only=False)
 

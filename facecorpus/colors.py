@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import webcolors
+from facecorpus.excerpt import quote
 
 # Every word that occurs in a CSS3 colour name. A name is split into the fewest of these words, so
 # `goldenrod` stays one word and `lightgoldenrodyellow` becomes `light goldenrod yellow`.
@@ -35,7 +36,7 @@ def split_color_name(name: str) -> str:
                 if best[end] is None or len(head) + 1 < len(best[end]):
                     best[end] = head + [word]
     if best[-1] is None:
-        raise ValueError(f"CSS3 colour name {name!r} does not split into known colour words")
+        raise ValueError(f"CSS3 colour name {quote(name)} does not split into known colour words")
     return " ".join(best[-1])
 
 
@@ -58,6 +59,6 @@ def nearest_color(rgb: Sequence[float]) -> str:
     the palette is sorted by name and argmin returns the first minimum.
     """
     if len(rgb) != 3 or any(not (0 <= float(c) <= 255) for c in rgb):
-        raise ValueError(f"RGB {list(rgb)!r} is not three values in 0..255")
+        raise ValueError(f"RGB {quote(list(rgb))} is not three values in 0..255")
     ref, words = _arrays()
     return words[int(np.argmin(((ref - np.asarray(rgb, dtype=np.float64)) ** 2).sum(axis=1)))]

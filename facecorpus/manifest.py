@@ -2,16 +2,16 @@
 
 Layout of a manifest folder:
     <dataset>.parquet   the records of one dataset (schema: facecorpus.records.SCHEMA)
-    summary.json        per dataset: raw_dir, rows read, records, filtered by reason, errors; splits
+    summary.json        the run summary (facecorpus/summary.py): per dataset its raw folder, rows read,
+                        records, filtered by reason, errors; splits; folders not converted
     ledger.jsonl        rows skipped under --on-error skip (file, line, problem)
-The raw folder each dataset was converted from is in summary.json, so later stages can open the
-images: `image_root(manifest, dataset) / record.image`.
+Record images are relative to their dataset's raw folder: `image_root(manifest, dataset) / record.image`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -19,9 +19,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from facecorpus import summary
+from facecorpus.atomic import publishing
 from facecorpus.records import DATASETS, KINDS, NOT_NULL, SCHEMA, SPLITS, Record
 
-SUMMARY = "summary.json"
+SUMMARY = summary.FILE
 
 
 class ManifestError(ValueError):
@@ -71,14 +73,27 @@ def check_table(table: pa.Table, where: str) -> None:
 
 
 def write_partition(table: pa.Table, out: Path, dataset: str) -> Path:
-    """Write one dataset's records atomically (temporary name, then rename)."""
-    check_table(table, f"{dataset} records")
+    """Write one dataset's records atomically (temporary name, fsync, rename)."""
+    return write_partitions({dataset: table}, out)[dataset]
+
+
+def write_partitions(tables: dict[str, pa.Table], out: Path) -> dict[str, Path]:
+    """Write several datasets' records: all are checked and written under temporary names first, and only
+    when every one is complete are they renamed into place, so a failure replaces none of them."""
+    for dataset, table in tables.items():
+        check_table(table, f"{dataset} records")
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{dataset}.parquet"
-    tmp = path.with_suffix(".parquet.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
-    return path
+    paths = {dataset: out / f"{dataset}.parquet" for dataset in tables}
+    with contextlib.ExitStack() as publish:  # each `publishing` renames its file when the stack closes
+        for dataset, table in tables.items():
+            pq.write_table(table, publish.enter_context(publishing(paths[dataset])), compression="zstd")
+    return paths
+
+
+def partition_rows(out: Path, dataset: str) -> int:
+    """Records in `out/<dataset>.parquet` (0 when there is none), from the Parquet footer alone."""
+    path = Path(out) / f"{dataset}.parquet"
+    return pq.ParquetFile(path).metadata.num_rows if path.is_file() else 0
 
 
 def read_table(manifest: Path, datasets: list[str] | None = None, columns: list[str] | None = None) -> pa.Table:
@@ -109,16 +124,7 @@ def read_records(manifest: Path, datasets: list[str] | None = None) -> pd.DataFr
     return read_table(manifest, datasets).to_pandas()
 
 
-def read_summary(manifest: Path) -> dict:
-    path = Path(manifest) / SUMMARY
-    if not path.exists():
-        raise ManifestError(f"{path} is missing: was this folder written by `facecorpus convert`?")
-    return json.loads(path.read_text())
-
-
-def image_root(manifest: Path, dataset: str) -> Path:
-    """The raw folder `dataset` was converted from (images are relative to it)."""
-    info = read_summary(manifest)["datasets"].get(dataset)
-    if info is None:
-        raise ManifestError(f"{manifest}/{SUMMARY} has no entry for dataset {dataset!r}")
-    return Path(info["raw_dir"])
+def image_root(manifest: Path, dataset: str, raw_root: Path | None = None) -> Path:
+    """The raw folder `dataset` was converted from (images are relative to it); with `raw_root`, the folder
+    of the same name under it (raw data moved since `convert`)."""
+    return summary.raw_dir(manifest, dataset, raw_root)

@@ -6,7 +6,6 @@ converters, the manifest reader and the shard writer cannot drift apart.
 
 from __future__ import annotations
 
-import json
 import posixpath
 import re
 from dataclasses import dataclass, field
@@ -14,12 +13,17 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from facecorpus import textproto
+from facecorpus.excerpt import quote
 
 DATASETS = (
     "celeba", "fs2k", "affectnet", "rafdb", "expw", "cacd", "afad", "imdbwiki", "fairface",
     "ffhqtext", "mmcelebahq", "celebatexthq", "celebadialog",
 )
 KINDS = ("attributes", "caption")
+# The longest caption a record may hold. Real captions are far shorter (MM-CelebA-HQ's longest line has 212
+# characters; a 334-token sequence keeps 71 WordPiece ids of text, about 300 characters); a longer one is
+# a malformed row, counted as an error, not text for the corpus (nor a report that needs GBs to read it).
+MAX_CAPTION_CHARS = 2_000
 SPLITS = ("train", "val", "test")  # ordered from least to most held out
 
 SCHEMA = pa.schema([
@@ -68,15 +72,7 @@ class Record:
     source_split: str | None = None
     split: str = "train"  # provisional until split harmonization (converters/splits.py)
     labels_json: str | None = None  # `labels` as JSON when the factory already has it (cached per label set)
-
-    def row(self) -> dict:
-        """The manifest row: labels as JSON text, everything else as is."""
-        return {  # keep in step with manifest.to_table, which builds the same columns in bulk
-            "key": self.key, "dataset": self.dataset, "image": self.image, "image_id": self.image_id,
-            "photo_id": self.photo_id, "subject_id": self.subject_id, "bbox": self.bbox,
-            "source_split": self.source_split, "split": self.split, "kind": self.kind,
-            "text": self.text, "labels": self.labels_json or json.dumps(self.labels, ensure_ascii=False),
-        }
+    # A record becomes a manifest row through manifest.to_table, the one place that builds the columns.
 
 
 _UNSAFE = re.compile(r"[/\\.\s]")
@@ -89,13 +85,13 @@ def local_id(raw: str) -> str:
         return out
     out = re.sub(r"\s+", "_", re.sub(r"[/\\.]", "-", out))
     if not LOCAL_ID_RE.fullmatch(out):
-        raise RecordError(f"cannot build a key from local id {raw!r}")
+        raise RecordError(f"cannot build a key from local id {quote(raw)}")
     return out
 
 
 def make_key(dataset: str, local: str, kind: str, n: int = 0) -> str:
     if dataset not in _DATASET_SET or kind not in KINDS or not isinstance(n, int) or n < 0:
-        raise RecordError(f"cannot build a key from dataset {dataset!r}, kind {kind!r}, n {n!r}")
+        raise RecordError(f"cannot build a key from dataset {quote(dataset)}, kind {quote(kind)}, n {quote(n)}")
     return f"{dataset}/{local_id(local)}/{kind}/{n}"
 
 
@@ -116,12 +112,15 @@ def caption(dataset: str, local: str, image: str, text: str, n: int, *, image_id
             photo_id: str | None = None, subject_id: str | None = None,
             source_split: str | None = None, labels: dict | None = None) -> Record:
     """The `n`-th caption of one image. Whitespace is collapsed; the text is otherwise kept as written."""
+    if len(text) > MAX_CAPTION_CHARS:  # checked before any copy of it is made
+        raise RecordError(f"caption of {len(text):,} characters is over the {MAX_CAPTION_CHARS:,}-character limit: "
+                          f"{quote(text, 80)}")
     text = " ".join(text.split())
     rec = Record(key=make_key(dataset, local, "caption", n), dataset=dataset, image=image,
                  image_id=image_id, photo_id=photo_id or image_id, kind="caption", text=text,
                  labels=labels or {}, subject_id=subject_id, source_split=source_split)
     if not text:
-        raise RecordError(f"record {rec.key!r}: empty caption")
+        raise RecordError(f"record {quote(rec.key)}: empty caption")
     check_fields(rec)
     return rec
 
@@ -132,7 +131,7 @@ def check_image_path(image: str) -> str:
         return image  # already normal (hot path: 2.3M records)
     norm = posixpath.normpath(image.replace("\\", "/"))
     if not image or norm.startswith("/") or norm == ".." or norm.startswith("../"):
-        raise RecordError(f"image path {image!r} escapes the dataset's raw root")
+        raise RecordError(f"image path {quote(image)} escapes the dataset's raw root")
     return norm
 
 
@@ -140,24 +139,24 @@ def check_fields(rec: Record) -> None:
     """The checks a factory-built record still needs (its key and text are valid by construction)."""
     check_image_path(rec.image)
     if "/" not in rec.image_id or "/" not in rec.photo_id:
-        raise RecordError(f"record {rec.key!r}: image_id and photo_id must be '<namespace>/<id>'")
+        raise RecordError(f"record {quote(rec.key)}: image_id and photo_id must be '<namespace>/<id>'")
     if rec.source_split is not None and rec.source_split not in SPLITS:
-        raise RecordError(f"record {rec.key!r}: source_split {rec.source_split!r} not in {SPLITS}")
+        raise RecordError(f"record {quote(rec.key)}: source_split {quote(rec.source_split)} not in {SPLITS}")
     b = rec.bbox
     if b is not None and not (len(b) == 4 and b[0] < b[2] and b[1] < b[3]):
-        raise RecordError(f"record {rec.key!r}: bbox {b!r} is not x0 < x1, y0 < y1")
+        raise RecordError(f"record {quote(rec.key)}: bbox {quote(b)} is not x0 < x1, y0 < y1")
 
 
 def validate(rec: Record, check_text: bool = True) -> None:
     """Raise RecordError naming the key and the broken rule (check_text: attribute text parses back to labels)."""
     def bad(problem: str):
-        raise RecordError(f"record {rec.key!r}: {problem}")
+        raise RecordError(f"record {quote(rec.key)}: {problem}")
 
     m = KEY_RE.fullmatch(rec.key or "")
     if not m:
         bad("key must be <dataset>/<local id>/<kind>/<n> with no dots or whitespace")
     if rec.dataset not in DATASETS:
-        bad(f"unknown dataset {rec.dataset!r}")
+        bad(f"unknown dataset {quote(rec.dataset)}")
     if m["dataset"] != rec.dataset or m["kind"] != rec.kind:
         bad("key does not start with the record's dataset or name its kind")
     check_image_path(rec.image)
@@ -165,10 +164,10 @@ def validate(rec: Record, check_text: bool = True) -> None:
         if not getattr(rec, name) or "/" not in getattr(rec, name):
             bad(f"{name} must be '<namespace>/<id>'")
     if rec.split not in SPLITS or rec.source_split not in (None, *SPLITS):
-        bad(f"split {rec.split!r} / source_split {rec.source_split!r} not in {SPLITS}")
+        bad(f"split {quote(rec.split)} / source_split {quote(rec.source_split)} not in {SPLITS}")
     if rec.bbox is not None and not (len(rec.bbox) == 4 and rec.bbox[0] < rec.bbox[2] and rec.bbox[1] < rec.bbox[3]):
-        bad(f"bbox {rec.bbox!r} is not x0 < x1, y0 < y1")
+        bad(f"bbox {quote(rec.bbox)} is not x0 < x1, y0 < y1")
     if not rec.text:
         bad("empty text")
     if check_text and rec.kind == "attributes" and textproto.from_text(rec.text) != (rec.dataset, rec.labels):
-        bad(f"text {rec.text!r} does not parse back to its labels")
+        bad(f"text {quote(rec.text)} does not parse back to its labels")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from facecorpus.excerpt import quote
 
 Value = bool | int | str
 _INT = re.compile(r"-?\d+")
@@ -33,16 +34,16 @@ def format_value(value: Value) -> str:
         return str(value)
     if isinstance(value, str):
         return _format_words(value)
-    raise ProtocolError(f"value {value!r} is {type(value).__name__}; use bool, int or str")
+    raise ProtocolError(f"value {quote(value)} is {type(value).__name__}; use bool, int or str")
 
 
 @functools.lru_cache(maxsize=65536)  # label values repeat (male, female, 10-19, ...): check each once
 def _format_words(value: str) -> str:
     text = " ".join(value.split()).lower()
     if not text or ";" in text or ":" in text:
-        raise ProtocolError(f"value {value!r} is empty or holds ';' or ':'")
+        raise ProtocolError(f"value {quote(value)} is empty or holds ';' or ':'")
     if text in ("true", "false") or _INT.fullmatch(text):
-        raise ProtocolError(f"value {value!r} would read back as a bool or an int")
+        raise ProtocolError(f"value {quote(value)} would read back as a bool or an int")
     return text
 
 
@@ -89,7 +90,7 @@ def _to_text(dataset: str, labels: dict[str, Value]) -> str:
     parts = []
     for name, value in labels.items():
         if not _name_ok(name):
-            raise ProtocolError(f"attribute name {name!r} must be lower-case words (see attribute_name)")
+            raise ProtocolError(f"attribute name {quote(name)} must be lower-case words (see attribute_name)")
         parts.append(f"{name}: {format_value(value)}")
     return f"{dataset} " + "; ".join(parts)
 
@@ -100,7 +101,7 @@ def split_pairs(body: str) -> list[tuple[str, str]]:
     for part in body.split(";"):
         name, sep, value = part.partition(":")
         if not sep or not name.strip() or not value.strip():
-            raise ProtocolError(f"malformed pair {part.strip()!r} in {body!r}")
+            raise ProtocolError(f"malformed pair {quote(part.strip())} in {quote(body)}")
         pairs.append((name.strip(), value.strip()))
     return pairs
 
@@ -109,5 +110,5 @@ def from_text(text: str) -> tuple[str, dict[str, Value]]:
     """Inverse of `to_text`: `cacd age: 25` -> ("cacd", {"age": 25})."""
     dataset, sep, body = text.strip().partition(" ")
     if not sep or ":" in dataset:
-        raise ProtocolError(f"text {text!r} does not start with a dataset name")
+        raise ProtocolError(f"text {quote(text)} does not start with a dataset name")
     return dataset, {name: parse_value(value) for name, value in split_pairs(body)}

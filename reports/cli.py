@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import click
@@ -13,37 +11,24 @@ from rich.table import Table
 
 from facecorpus.manifest import ManifestError
 
-STEPS = 6  # stats.compute's steps + rendering
 
+def write_with_progress(manifest: Path, shards: Path | None, out: Path, console: Console,
+                        raw_root: Path | None = None) -> dict:
+    """reports.build.write_report under a progress bar of its steps."""
+    from facecorpus.reports import build  # matplotlib and pyarrow only when the command runs
 
-def write_report(manifest: Path, shards: Path | None, out: Path, console: Console) -> dict:
-    """Compute, write report.json, render report.html from the written JSON; returns the report."""
-    from facecorpus.reports import render, stats  # matplotlib and pyarrow only when the command runs
-
-    out.mkdir(parents=True, exist_ok=True)
     with Progress(TextColumn("{task.description:<45}"), BarColumn(), TimeElapsedColumn(),
                   console=console, transient=False) as progress:
-        task = progress.add_task("report", total=STEPS)
-
+        task = progress.add_task("report", total=build.STEPS)
         done = [0]
 
         def step(name: str):
             progress.update(task, description=name, completed=done[0])
             done[0] += 1
 
-        report = stats.compute(manifest, shards, step=step)
-        text = json.dumps(report, indent=1, ensure_ascii=False)
-        _atomic_write(out / "report.json", text)
-        step("rendering report.html")
-        _atomic_write(out / "report.html", render.render(json.loads(text)))
-        progress.update(task, description="done", completed=STEPS)
+        report = build.write_report(manifest, shards, out, step, raw_root)
+        progress.update(task, description="done", completed=build.STEPS)
     return report
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def summary_table(report: dict, out: Path) -> Table:
@@ -68,7 +53,10 @@ def summary_table(report: dict, out: Path) -> Table:
               help="Shards folder (with index.json) to add samples and bytes per shard and split, and the tokenizers' identity.")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for report.json (the numbers) and report.html (the same numbers with plots; opens offline).")
-def report(manifest: Path, shards: Path | None, out: Path):
+@click.option("--raw-root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Where the raw dataset folders are now (RAW_ROOT/celeba, ...), if they moved since `convert`; "
+                   "the report says for each dataset whether its folder is found.")
+def report(manifest: Path, shards: Path | None, out: Path, raw_root: Path | None):
     """Label statistics of MANIFEST, a folder of <dataset>.parquet files written by `facecorpus convert`:
     records per dataset and kind beside the Talk2Face paper's Table 1 (each difference with its reason),
     records and images per split, split reassignments, photos shared between datasets, the distribution
@@ -79,7 +67,7 @@ def report(manifest: Path, shards: Path | None, out: Path):
     from report.json alone and needs no network."""
     console = Console()
     try:
-        result = write_report(manifest, shards, out, console)
+        result = write_with_progress(manifest, shards, out, console, raw_root)
     except (ManifestError, FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     console.print(summary_table(result, out))

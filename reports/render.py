@@ -130,10 +130,15 @@ def _filters(r: dict) -> str:
     else:
         rows = [[d, v["rows_read"], v["records"], v["manifest_records"],
                  _Raw("yes" if v["records_match"] else '<span class="diff">no</span>'),
-                 ", ".join(f"{k}: {n:,}" for k, n in v["filtered"].items()) or "—", v["errors"], "; ".join(v["notes"]) or "—"]
+                 ", ".join(f"{k}: {n:,}" for k, n in v["filtered"].items()) or "—", v["errors"], "; ".join(v["notes"]) or "—",
+                 _Raw(escape(v["raw_dir"]) + ("" if v["raw_dir_found"] else ' <span class="diff">(not found)</span>'))]
                 for d, v in f["datasets"].items()]
-        out = _table(["dataset", "rows read", "records (summary)", "records (manifest)", "agree", "filtered", "errors", "notes"], rows)
+        out = _table(["dataset", "rows read", "records (summary)", "records (manifest)", "agree", "filtered", "errors",
+                      "notes", "raw folder"], rows)
         out += "<h3>Filtered rows by reason</h3>" + _table(["reason", "rows"], [[k, n] for k, n in f["by_reason"].items()])
+        out += "<h3>Folders and datasets not converted</h3>" + (
+            _table(["folder", "why"], [[k, v] for k, v in f["not_converted"].items()]) if f["not_converted"]
+            else '<p class="muted">None: every dataset was converted.</p>')
     led = f["ledger"]
     out += f"<h3>Ledger</h3><p>{_n(led['entries'])} skipped rows in ledger.jsonl.</p>"
     if led["entries"]:

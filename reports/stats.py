@@ -26,8 +26,10 @@ report.json keys (stable; `format` changes when one does):
                      {words: dist, wordpiece: dist}}}} with dist = {records, mean, p50, p90, p99, max,
                      over_budget, over_budget_share, hist: [[length, n]]} (words have no budget fields)
   filters           {datasets: {dataset: {rows_read, records, manifest_records, records_match, filtered,
-                     errors, notes}}, by_reason: {reason: n}, ledger: {entries, by_reason: {reason: n},
-                     by_dataset: {dataset: n}}, summary_found: bool, unused_folders}
+                     errors, notes, raw_dir, raw_dir_found}}, by_reason: {reason: n}, ledger: {entries,
+                     by_reason: {reason: n}, by_dataset: {dataset: n}}, summary_found: bool,
+                     not_converted: {folder: why}} from the run summary (facecorpus/summary.py); raw_dir is
+                     where the dataset's images are looked for (`--raw-root` moves it)
   shards            null, or {format, seed, samples_per_shard, preprocess, tokenizers: {vqgan, text_vocab},
                      by_split: {split: {shards, samples, bytes}}, by_split_kind: {"split/kind": {...}},
                      shards: [{path, split, kind, count, bytes}], counts}
@@ -46,6 +48,7 @@ import pyarrow.compute as pc
 from facecorpus.reports import axes, labelstats, table1
 
 from facecorpus import manifest as mf
+from facecorpus import summary as run_summary
 from facecorpus import vocab
 from facecorpus.records import DATASETS, KINDS, SPLITS
 
@@ -55,12 +58,13 @@ TEXT_BUDGET = 71  # WordPiece ids a text may take in a 334-token sequence (docs/
 COLUMNS = ["dataset", "kind", "split", "image_id", "photo_id", "text", "labels"]
 
 
-def compute(manifest: Path, shards: Path | None = None, step=lambda name: None) -> dict:
-    """The report dict. `step(name)` is called before each stage (for a progress display)."""
+def compute(manifest: Path, shards: Path | None = None, step=lambda name: None, raw_root: Path | None = None) -> dict:
+    """The report dict. `step(name)` is called before each stage (for a progress display); `raw_root`
+    is where the datasets' raw folders are looked for when they moved since `convert`."""
     manifest = Path(manifest)
     step("reading the manifest")
     cols = _Columns(mf.read_table(manifest).select(COLUMNS))
-    summary = _summary(manifest)
+    summary = run_summary.read(manifest) if run_summary.exists(manifest) else None
     step("counting records, splits and shared photos")
     records = _records(cols)
     report = {
@@ -77,7 +81,7 @@ def compute(manifest: Path, shards: Path | None = None, step=lambda name: None) 
     report["axes"] = axes.build(full)
     step("text lengths (WordPiece)")
     report["lengths"] = _lengths(cols)
-    report["filters"] = _filters(manifest, summary, records)
+    report["filters"] = _filters(manifest, summary, records, raw_root)
     step("shards")
     report["shards"] = _shards(Path(shards)) if shards else None
     return report
@@ -114,10 +118,6 @@ class _Columns:
         self.labels = _encode(table.column("labels"))
 
 
-def _summary(manifest: Path) -> dict | None:
-    return mf.read_summary(manifest) if (manifest / mf.SUMMARY).exists() else None
-
-
 ND, NK, NS = len(DATASETS), len(KINDS), len(SPLITS)
 
 
@@ -134,7 +134,7 @@ def _records(c: _Columns) -> dict:
             for i, d in enumerate(DATASETS) if counts[i].any()}
 
 
-def _splits(c: _Columns, summary: dict | None) -> dict:
+def _splits(c: _Columns, summary: run_summary.RunSummary | None) -> dict:
     records = np.bincount(c.dataset * NS + c.split, minlength=ND * NS).reshape(ND, NS)
     # Distinct (image, split) and (image, split, dataset) pairs give images per split.
     img_split, _ = _unique(c.image[1] * NS + c.split)
@@ -142,7 +142,7 @@ def _splits(c: _Columns, summary: dict | None) -> dict:
     trio, _ = _unique((c.image[1] * NS + c.split) * ND + c.dataset)
     images_ds = np.bincount((trio % ND) * NS + (trio // ND) % NS, minlength=ND * NS).reshape(ND, NS)
     totals = records.sum(axis=0)
-    reassigned = [] if summary is None else list(summary.get("splits", {}).get("reassigned", []))
+    reassigned = [] if summary is None else list(summary.splits.reassigned)
     by_pair: Counter = Counter()
     for r in reassigned:
         by_pair[f"{r['dataset']} <- {r['decided_by']}"] += int(r["count"])
@@ -273,19 +273,20 @@ def _ledger(manifest: Path) -> dict:
             "by_dataset": dict(by_dataset.most_common())}
 
 
-def _filters(manifest: Path, summary: dict | None, records: dict) -> dict:
+def _filters(manifest: Path, summary: run_summary.RunSummary | None, records: dict, raw_root: Path | None) -> dict:
     datasets, by_reason = {}, Counter()
-    for name, info in ((summary or {}).get("datasets") or {}).items():
+    for name, info in (summary.datasets if summary else {}).items():
         ours = sum(records.get(name, {}).values())
+        raw = run_summary.raw_dir(manifest, name, raw_root)
         datasets[name] = {
-            "rows_read": info.get("rows_read"), "records": info.get("records"), "manifest_records": ours,
-            "records_match": info.get("records") == ours, "filtered": dict(info.get("filtered", {})),
-            "errors": info.get("errors", 0), "notes": list(info.get("notes", [])),
+            "rows_read": info.rows_read, "records": info.records, "manifest_records": ours,
+            "records_match": info.records == ours, "filtered": dict(info.filtered), "errors": info.errors,
+            "notes": list(info.notes), "raw_dir": str(raw), "raw_dir_found": raw.is_dir(),
         }
-        by_reason.update(info.get("filtered", {}))
+        by_reason.update(info.filtered)
     return {"summary_found": summary is not None, "datasets": datasets,
             "by_reason": dict(by_reason.most_common()), "ledger": _ledger(manifest),
-            "unused_folders": (summary or {}).get("unused_folders", {})}
+            "not_converted": dict(summary.not_converted) if summary else {}}
 
 
 def _shards(shards: Path) -> dict:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from facecorpus.summary import DatasetSummary, RunSummary
+
 
 @dataclass(frozen=True)
 class PaperRow:
@@ -57,18 +59,18 @@ def matches_paper(records: int, paper_k: int) -> bool:
     return round(records / 1000) == paper_k
 
 
-def compare(records: dict[str, dict[str, int]], summary: dict | None) -> list[dict]:
+def compare(records: dict[str, dict[str, int]], summary: RunSummary | None) -> list[dict]:
     """One row per dataset: our records of the kind Table 1 counts, the paper's figure, the difference and
     why it differs (`records_by_kind` has every kind; records of another kind are noted, not compared).
 
-    `records` is {dataset: {kind: n}}; `summary` is summary.json (None when the manifest has none).
+    `records` is {dataset: {kind: n}}; `summary` is the run summary (None when the manifest has none).
     """
     rows = []
     for dataset, paper in PAPER.items():
         by_kind = records.get(dataset, {})
         ours = by_kind.get(paper.kind, 0)  # Table 1 counts one kind per dataset
-        info = (summary or {}).get("datasets", {}).get(dataset)
-        filtered = dict(info.get("filtered", {})) if info else {}
+        info = summary.datasets.get(dataset) if summary else None
+        filtered = dict(info.filtered) if info else {}
         ok = matches_paper(ours, paper.paper_k)
         others = {k: n for k, n in by_kind.items() if k != paper.kind}
         rows.append({
@@ -81,20 +83,20 @@ def compare(records: dict[str, dict[str, int]], summary: dict | None) -> list[di
     return rows
 
 
-def _reasons(ours: int, paper: PaperRow, info: dict | None, filtered: dict) -> list[str]:
+def _reasons(ours: int, paper: PaperRow, info: DatasetSummary | None, filtered: dict) -> list[str]:
     """Why our count is not the paper's: what this manifest did, then what the files allow."""
     if ours == 0:
         return ["not converted in this manifest"]
     reasons = []
     if filtered:
         reasons.append("filtered here: " + ", ".join(f"{k} {v:,}" for k, v in sorted(filtered.items())))
-    if info and info.get("errors"):
-        reasons.append(f"{info['errors']:,} rows failed to convert (see the ledger)")
+    if info and info.errors:
+        reasons.append(f"{info.errors:,} rows failed to convert (see the ledger)")
     if paper.full is not None and ours + sum(filtered.values()) < paper.full:
         reasons.append(f"this manifest was built from part of the download ({ours:,} records; "
                        f"the full download gives {paper.full:,})")
-    if paper.full is None and info and info.get("rows_read") is not None:
-        reasons.append(f"{info['rows_read']:,} rows read from the raw files here; "
+    if paper.full is None and info:
+        reasons.append(f"{info.rows_read:,} rows read from the raw files here; "
                        "the full download's exact count is not known (FORMATS.md)")
     reasons.append(paper.reason)
     return reasons

@@ -53,8 +53,10 @@ def table(title: str, items: dict) -> Table:
 @click.option("--cpus-per-actor", type=int, help="CPU only: threads per encoder actor (default min(4, CPUs)).")
 @click.option("--part-rows", type=int, default=4096, show_default=True,
               help="Images per cache part written: the most a killed run loses.")
+@click.option("--raw-root", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Where the raw dataset folders are now (RAW_ROOT/celeba, ...), if they moved since `convert`.")
 def tokenize(manifest, vqgan, ckpt, cache, ray_address, compile_, trust_checkpoint, batch_size, actors, cpus_per_actor,
-             part_rows):
+             part_rows, raw_root):
     """Encode every unique image of MANIFEST once with a VQGAN into the token cache.
 
     Images already in --cache are skipped, so a killed run resumes where it stopped. Ray tasks read,
@@ -69,7 +71,7 @@ def tokenize(manifest, vqgan, ckpt, cache, ray_address, compile_, trust_checkpoi
     console = Console(stderr=True)
     opts = Options(vqgan=str(vqgan), ckpt=str(ckpt) if ckpt else None, trust_checkpoint=trust_checkpoint, compile=compile_,
                    ray_address=ray_address, batch_size=batch_size, actors=actors, cpus_per_actor=cpus_per_actor,
-                   part_rows=part_rows)
+                   part_rows=part_rows, raw_root=raw_root)
     try:
         with progress_bar(console) as progress:
             summary = run(manifest, cache, opts, progress)

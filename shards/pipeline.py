@@ -39,12 +39,13 @@ from facecorpus.preprocess import (
 OK = ""  # `stage` of a row that has not failed
 
 
-def plan(manifest: Path) -> pd.DataFrame:
+def plan(manifest: Path, raw_root: Path | None = None) -> pd.DataFrame:
     """One row per unique image_id: absolute path and face box ("x0,y0,x1,y1" or ""). The first
-    record by key names the file, so the plan does not depend on partition order."""
+    record by key names the file, so the plan does not depend on partition order. `raw_root`: where the
+    raw dataset folders are now, if they moved since `convert` (manifest.image_root)."""
     table = mf.read_table(Path(manifest), columns=["key", "dataset", "image", "image_id", "bbox"])
     df = table.to_pandas().sort_values("key", kind="stable").drop_duplicates("image_id")
-    roots = {d: mf.image_root(manifest, d) for d in df["dataset"].unique()}
+    roots = {d: mf.image_root(manifest, d, raw_root) for d in df["dataset"].unique()}
     paths = [str(roots[d] / img) for d, img in zip(df["dataset"], df["image"])]
     boxes = ["" if b is None else ",".join(str(int(v)) for v in b) for b in df["bbox"]]
     return pd.DataFrame({"image_id": df["image_id"].to_numpy(), "path": paths, "bbox": boxes}).reset_index(drop=True)
@@ -175,6 +176,7 @@ class Options:
     probe: object = None              # called with the image_ids of every encoder call (tests)
     model: object = None              # builds the model instead of load_vqgan (benchmarks: sample.null_vqgan)
     compile: bool = False             # torch.compile the encoder on GPUs (~25 s once per actor)
+    raw_root: Path | None = None      # where the raw dataset folders are now, if moved since `convert`
 
 
 def _init_ray(address: str | None) -> bool:
@@ -262,7 +264,7 @@ def tokenize(manifest: Path, cache: Path, opts: Options, progress=None) -> dict:
 
     identity = (opts.model or load_vqgan)(opts.vqgan, opts.ckpt, trust_checkpoint=opts.trust_checkpoint).identity
     cache = cache_mod.open_cache(Path(cache), identity, POLICY)
-    images = plan(Path(manifest))
+    images = plan(Path(manifest), opts.raw_root)
     before = cache_mod.cached_ids(cache)
     todo = images[~images["image_id"].isin(before)].reset_index(drop=True)
     sink = _Sink(cache, identity, opts.part_rows)

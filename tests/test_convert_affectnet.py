@@ -11,6 +11,7 @@ import pytest
 from facecorpus.converters import affectnet, pipeline
 from facecorpus.converters.base import Context, RawFormatError
 from facecorpus.converters.samples import affectnet as sample_tree
+import rawfiles
 from rawfiles import HTML
 
 NAME = "affectnet"
@@ -20,7 +21,7 @@ ROW3 = "12/3b2e1a09ffcd2d1e88a77b1f6a1f0c3d5b2a4e6f7a8b9c0d1e2f3a4b.JPG"  # line
 
 
 def convert(raw: Path, on_error: str = "raise") -> pipeline.DatasetRun:
-    return pipeline.run_one(NAME, raw, on_error)
+    return rawfiles.convert(NAME, raw, on_error)
 
 
 def edit_row(raw: Path, change) -> None:
@@ -53,13 +54,13 @@ def test_codes_map_to_the_shared_expression_words():
 @pytest.mark.parametrize("form", ["crlf", "bom", "bom+crlf", "no final newline", "extra empty line"])
 def test_line_endings_and_bom_give_the_same_records(sample, form):
     raw, _ = sample
-    want = [r.row() for r in convert(raw).records]
+    want = rawfiles.rows(convert(raw))
     for name in (TRAIN, VAL):
         text = (raw / name).read_text()
         text = {"no final newline": text.rstrip("\n"), "extra empty line": text + "\n"}.get(form, text)
         data = text.replace("\n", "\r\n") if "crlf" in form else text
         (raw / name).write_bytes((b"\xef\xbb\xbf" if "bom" in form else b"") + data.encode())
-    assert [r.row() for r in convert(raw).records] == want
+    assert rawfiles.rows(convert(raw)) == want
 
 
 def test_the_minus_two_sentinel_never_becomes_a_number(sample):
@@ -118,7 +119,7 @@ def test_truncated_last_line_is_an_error(sample):
 
 
 @pytest.mark.parametrize("content, line, problem", [
-    (HTML, 1, "is an HTML page"),
+    (HTML, None, "is an HTML page"),
     (b"file,x,y,w,h\n", 1, "header 'file,x,y,w,h' is not 'subDirectory_filePath,"),
     (sample_tree.HEADER.encode() + b"\n1/a.jpg,1,1,2,2,,0,0.1,0.1\n12/\xff\xfe.jpg,1,1,2,2,,0,0.1,0.1\n", 3,
      "not UTF-8 text"),
@@ -127,7 +128,8 @@ def test_unusable_files_are_refused_as_a_whole(sample, content, line, problem):
     raw, _ = sample
     (raw / VAL).write_bytes(content)
     download = re.escape(affectnet.DOWNLOAD)
-    with pytest.raises(RawFormatError, match=f"{VAL}:{line}: {problem}.*download page: {download}"):
+    at = f":{line}" if line else ""
+    with pytest.raises(RawFormatError, match=f"{VAL}{at}: {problem}.*download page: {download}"):
         list(affectnet.rows(raw, Context(NAME, raw)))
 
 

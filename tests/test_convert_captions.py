@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import rawfiles
 
 from facecorpus.converters import celeba, celebahq, mmcelebahq, pipeline, registry, splits
 from facecorpus.converters.base import Context, RawFormatError
@@ -24,11 +25,10 @@ HTML = b"<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</ti
 
 
 def convert(name: str, raw: Path, on_error: str = "raise", mapping: dict | None = None, **options):
-    """run_dataset over `raw`; the HQ sets get a sample mapping covering every index they use."""
+    """rawfiles.convert; the HQ sets get a sample mapping covering every index they use."""
     if mapping is None and name != "ffhqtext":
         mapping = {f"celebahq/{i}": f"celeba/{i + 1:06d}" for i in range(30_000)}
-    ctx = Context(name, raw, registry.options(name, {k: str(v) for k, v in options.items()}), mapping)
-    return pipeline.run_dataset(name, raw, ctx, on_error)
+    return rawfiles.convert(name, raw, on_error, mapping, **options)
 
 
 def sample(tmp_path: Path, name: str) -> tuple[Path, dict]:

@@ -31,7 +31,7 @@ def convert(raw: Path, on_error: str = "raise") -> pipeline.DatasetRun:
 def test_sample(tmp_path, layout):
     info = sample.write(tmp_path, seed=0, layout=layout)
     run = convert(tmp_path)
-    assert run.summary()["records"] == 12 and run.notes == []
+    assert len(run.records) == 12 and run.notes == []
     assert Counter(r.source_split for r in run.records) == info["splits"] == {"train": 6, "val": 3, "test": 3}
     first, last = run.records[0], run.records[-1]
     assert first.text == ROW1 and first.key == "celeba/000001/attributes/0"
@@ -102,7 +102,7 @@ def test_bad_rows_raise_or_are_ledgered(tmp_path, change, problem):
         convert(tmp_path)
     assert problem in str(err.value)
     run = convert(tmp_path, "skip")
-    assert run.summary()["records"] == 11 and run.summary()["errors"] == 1 and problem in run.failures[0].problem
+    assert len(run.records) == 11 and len(run.failures) == 1 and problem in run.failures[0].problem
 
 
 def test_partition_and_identity_readers(tmp_path):
@@ -123,7 +123,7 @@ def test_real_files(shared_raw):
     per_split = {s: {identity[f"{p[7:]}.jpg"] for p, v in part.items() if v == s} for s in ("train", "val", "test")}
     assert {s: len(ids) for s, ids in per_split.items()} == {"train": 8_192, "val": 985, "test": 1_000}
     run = convert(raw)
-    assert run.summary()["records"] == 19_999 and run.summary()["errors"] == 0 and not run.filtered
+    assert len(run.records) == 19_999 and len(run.failures) == 0 and not run.filtered
     assert Counter(r.source_split for r in run.records) == {"train": 19_999}  # the excerpt is 000001..019999
     assert run.notes == [
         "list_attr_celeba.txt announces 202,599 images on line 1 but has 19,999 rows (an excerpt?)",

@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
+import rawfiles
 
-from facecorpus.converters import celebadialog, celebahq, pipeline, registry
-from facecorpus.converters.base import Context, RawFormatError
+from facecorpus.converters import celebadialog, celebahq, pipeline
+from facecorpus.converters.base import RawFormatError
 from facecorpus.converters.samples import celebadialog as sample
 from facecorpus.converters.samples import celebahq as hq_sample
 from facecorpus.records import validate
@@ -27,17 +28,16 @@ def raw(tmp_path) -> Path:
 
 def convert(raw: Path, on_error: str = "raise", mapping: bool = True, **sets) -> pipeline.DatasetRun:
     path = raw.parent / "celebahq" / celebahq.MAPPING
-    ctx = Context("celebadialog", raw, registry.options("celebadialog", {k: str(v) for k, v in sets.items()}),
-                  celebahq.read_mapping(path) if mapping else None)
-    return pipeline.run_dataset("celebadialog", raw, ctx, on_error)
+    return rawfiles.convert("celebadialog", raw, on_error, celebahq.read_mapping(path) if mapping else None, **sets)
 
 
 def test_sample_default_overall_captions_only(raw):
     run = convert(raw)
-    assert run.summary() | {"raw_dir": None} == {
-        "raw_dir": None, "rows_read": 86, "records": 20, "filtered": {OFF: 65, EMPTY: 1}, "errors": 0,
-        "notes": ["request*.json files are editing requests, not captions: not converted",
-                  "text/captions_hq.json lacks 1 of the CelebA-HQ images 0.jpg..5.jpg: 3.jpg"]}
+    counts = run.summary(raw.parent / "m")
+    assert (counts.raw_dir, counts.rows_read, counts.records, counts.filtered, counts.errors, counts.notes) == (
+        "../celebadialog", 86, 20, {OFF: 65, EMPTY: 1}, 0,
+        ["request*.json files are editing requests, not captions: not converted",
+         "text/captions_hq.json lacks 1 of the CelebA-HQ images 0.jpg..5.jpg: 3.jpg"])
     by_key = {r.key: r for r in run.records}
     first = by_key["celebadialog/000001/attributes/0"]
     assert first.text == ("celebadialog bangs: extremely long; eyeglasses: thick frame eyeglasses; beard: medium; "
@@ -59,7 +59,7 @@ def test_sample_default_overall_captions_only(raw):
 def test_attribute_captions_option(raw):
     run = convert(raw, attribute_captions="true")
     info = sample.write(raw.parent / "again", seed=0)
-    assert run.summary()["records"] == info["attributes"] + info["overall"] + info["attribute_wise"] == 83
+    assert len(run.records) == info["attributes"] + info["overall"] + info["attribute_wise"] == 83
     assert dict(run.filtered) == {EMPTY: 3}
     keys = {r.key: r for r in run.records}
     assert "celebadialog/000002/caption/3" not in keys  # No_Beard "" for a woman
@@ -86,7 +86,7 @@ def test_crlf_bom_and_non_ascii_accepted(raw):
     caps["000001.jpg"]["overall_caption"] = "Une personne âgée, sourire léger."
     (raw / "captions.json").write_text(json.dumps(caps, ensure_ascii=False), encoding="utf-8")
     run = convert(raw)
-    assert run.summary()["records"] == 20
+    assert len(run.records) == 20
     assert {r.key: r.text for r in run.records}["celebadialog/000001/caption/0"] == "Une personne âgée, sourire léger."
 
 
@@ -129,7 +129,7 @@ def test_bad_rows_raise_or_are_ledgered(raw, edit, problem):
     with pytest.raises(pipeline.ConvertError, match=rel.replace(".", r"\.")):
         convert(raw)
     run = convert(raw, "skip")
-    assert run.summary()["errors"] == 1 and problem in run.failures[0].problem
+    assert len(run.failures) == 1 and problem in run.failures[0].problem
     # A bad line is one row; a bad JSON entry is one row instead of its six captions: counts still add up.
     assert run.rows_read == (81 if rel.endswith(".json") else 86)
 

@@ -12,6 +12,7 @@ import pytest
 
 from facecorpus.converters import expw, pipeline, splits
 from facecorpus.converters.base import RawFormatError
+import rawfiles
 from rawfiles import edit
 
 NAME = "expw"
@@ -20,7 +21,7 @@ ROW = "awe_people_262.jpg 0 40 60 180 170 0.8831 2"  # line 5 of the sample
 
 
 def convert(raw: Path, on_error: str = "raise") -> pipeline.DatasetRun:
-    return pipeline.run_one(NAME, raw, on_error)
+    return rawfiles.convert(NAME, raw, on_error)
 
 
 def test_sample_converts_to_what_it_promises(sample):
@@ -54,12 +55,12 @@ def test_faces_of_one_picture_share_the_hashed_split(sample):
 @pytest.mark.parametrize("form", ["crlf", "bom", "bom+crlf", "no final newline"])
 def test_line_endings_and_bom_give_the_same_records(sample, form):
     raw, _ = sample
-    want = [r.row() for r in convert(raw).records]
+    want = rawfiles.rows(convert(raw))
     text = (raw / LABELS).read_text()
     text = text.rstrip("\n") if form == "no final newline" else text
     data = text.replace("\n", "\r\n") if "crlf" in form else text
     (raw / LABELS).write_bytes((b"\xef\xbb\xbf" if "bom" in form else b"") + data.encode())
-    assert [r.row() for r in convert(raw).records] == want
+    assert rawfiles.rows(convert(raw)) == want
 
 
 def test_the_ExpW_data_folder_layout_is_accepted(sample, tmp_path):

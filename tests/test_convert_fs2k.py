@@ -11,6 +11,7 @@ import pytest
 
 from facecorpus.colors import nearest_color
 from facecorpus.converters import fs2k, pipeline
+import rawfiles
 from facecorpus.converters.base import RawFormatError
 
 NAME = "fs2k"
@@ -18,7 +19,7 @@ TRAIN, TEST = "anno_train.json", "anno_test.json"
 
 
 def convert(raw: Path, on_error: str = "raise") -> pipeline.DatasetRun:
-    return pipeline.run_one(NAME, raw, on_error)
+    return rawfiles.convert(NAME, raw, on_error)
 
 
 def edit_entry(raw: Path, n: int, **changes) -> None:
@@ -78,13 +79,13 @@ def test_without_photos_the_extension_is_assumed_and_noted(sample):
 @pytest.mark.parametrize("form", ["crlf final newline", "bom", "pretty-printed"])
 def test_line_endings_bom_and_layout_give_the_same_records(sample, form):
     raw, _ = sample
-    want = [r.row() for r in convert(raw).records]
+    want = rawfiles.rows(convert(raw))
     for name in (TRAIN, TEST):
         text = (raw / name).read_text()
         text = json.dumps(json.loads(text), indent=2).replace("\n", "\r\n") if form == "pretty-printed" else text
         data = text + "\r\n" if form == "crlf final newline" else text
         (raw / name).write_bytes((b"\xef\xbb\xbf" if form == "bom" else b"") + data.encode())
-    assert [r.row() for r in convert(raw).records] == want
+    assert rawfiles.rows(convert(raw)) == want
 
 
 @pytest.mark.parametrize("changes, problem", [

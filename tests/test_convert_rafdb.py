@@ -11,6 +11,7 @@ import pytest
 
 from facecorpus.converters import pipeline, rafdb
 from facecorpus.converters.base import RawFormatError
+import rawfiles
 from rawfiles import edit
 
 NAME = "rafdb"
@@ -18,7 +19,7 @@ LABELS = "basic/EmoLabel/list_patition_label.txt"
 
 
 def convert(raw: Path, on_error: str = "raise") -> pipeline.DatasetRun:
-    return pipeline.run_one(NAME, raw, on_error)
+    return rawfiles.convert(NAME, raw, on_error)
 
 
 def test_sample_converts_to_what_it_promises(sample):
@@ -41,11 +42,11 @@ def test_every_code_maps_to_the_shared_expression_words():
 @pytest.mark.parametrize("form", ["lf+final", "crlf", "bom", "bom+crlf"])
 def test_line_endings_and_bom_give_the_same_records(sample, form):
     raw, _ = sample
-    want = [r.row() for r in convert(raw).records]
+    want = rawfiles.rows(convert(raw))
     text = (raw / LABELS).read_text() + ("\n" if form == "lf+final" else "")
     data = text.replace("\n", "\r\n") if "crlf" in form else text
     (raw / LABELS).write_bytes((b"\xef\xbb\xbf" if "bom" in form else b"") + data.encode())
-    assert [r.row() for r in convert(raw).records] == want
+    assert rawfiles.rows(convert(raw)) == want
 
 
 def test_the_basic_folder_itself_may_be_the_raw_root(sample):

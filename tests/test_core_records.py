@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from facecorpus import manifest, records
+from facecorpus import manifest, records, summary
 from facecorpus.converters import splits
 
 
@@ -19,7 +19,7 @@ def rec(i=1, dataset="cacd", image=None, image_id=None, **kw):
 def test_attribute_record_fields():
     r = rec(3, subject_id="person/bob", bbox=[1, 2, 30, 40], source_split="test")
     assert r.key == "cacd/img3/attributes/0" and r.text == "cacd age: 23" and r.photo_id == "cacd/3"
-    row = r.row()
+    [row] = manifest.to_table([r]).to_pylist()
     assert json.loads(row["labels"]) == {"age": 23} and row["bbox"] == [1, 2, 30, 40]
 
 
@@ -43,10 +43,11 @@ def test_local_id_removes_dots_and_slashes():
 def test_manifest_round_trip_and_checks(tmp_path):
     table = manifest.to_table([rec(i) for i in range(5)])
     manifest.write_partition(table, tmp_path, "cacd")
-    (tmp_path / "summary.json").write_text(json.dumps({"datasets": {"cacd": {"raw_dir": "/raw/cacd"}}}))
+    counts = summary.DatasetSummary(raw_dir="../raw/cacd", rows_read=5, records=5, filtered={}, errors=0, notes=[])
+    summary.write(tmp_path, summary.RunSummary({"cacd": counts}, summary.SplitSummary(), {}, "raise"))
     back = manifest.read_table(tmp_path)
     assert back.num_rows == 5 and back.schema == records.SCHEMA
-    assert str(manifest.image_root(tmp_path, "cacd")) == "/raw/cacd"
+    assert manifest.image_root(tmp_path, "cacd") == tmp_path / "../raw/cacd"
 
 
 def test_manifest_refuses_duplicate_keys(tmp_path):

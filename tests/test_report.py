@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pyarrow as pa
@@ -14,6 +15,9 @@ from facecorpus.reports.cli import report as report_cmd
 from rich.console import Console
 from shardkit import stream_shards
 
+from facecorpus import summary as run_summary
+from facecorpus.cli import main
+from facecorpus.converters.samples import rafdb as rafdb_sample
 from facecorpus import vocab
 from facecorpus.manifest import to_table, write_partition
 from facecorpus.records import attributes, caption
@@ -56,19 +60,16 @@ def build_manifest(root: Path) -> Path:
     manifest = root / "manifest"
     for dataset, recs in parts.items():
         write_partition(to_table(recs), manifest, dataset)
-    summary = {
-        "datasets": {
-            "cacd": {"raw_dir": "/raw/cacd", "rows_read": 5, "records": 3, "filtered": {"no face": 2}, "errors": 0, "notes": []},
-            "affectnet": {"raw_dir": "/raw/affectnet", "rows_read": 4, "records": 2,
-                          "filtered": {"code 10 (non-face)": 1, "code 9 (uncertain)": 1}, "errors": 0, "notes": ["x"]},
-        },
-        "splits": {"reassigned": [
+    counts = {"cacd": dict(rows_read=5, records=3, filtered={"no face": 2}),
+              "affectnet": dict(rows_read=4, records=2, filtered={"code 10 (non-face)": 1, "code 9 (uncertain)": 1})}
+    run_summary.write(manifest, run_summary.RunSummary(
+        datasets={d: run_summary.DatasetSummary(raw_dir=f"/raw/{d}", errors=0, notes=["x"] if d == "affectnet" else [],
+                                                **c) for d, c in counts.items()},
+        splits=run_summary.SplitSummary(reassigned=[
             {"dataset": "mmcelebahq", "from": "train", "to": "test", "decided_by": "celeba-partition", "count": 2},
             {"dataset": "celebadialog", "from": "train", "to": "test", "decided_by": "celeba-partition", "count": 1},
-            {"dataset": "cacd", "from": "train", "to": "test", "decided_by": "hash", "count": 1}]},
-        "unused_folders": {},
-    }
-    (manifest / "summary.json").write_text(json.dumps(summary))
+            {"dataset": "cacd", "from": "train", "to": "test", "decided_by": "hash", "count": 1}]),
+        not_converted={"mystery": "not a dataset name facecorpus knows"}, on_error="skip"))
     (manifest / "ledger.jsonl").write_text(
         '{"dataset": "cacd", "file": "a.mat", "line": 3, "problem": "age 300 at row 3"}\n'
         '{"dataset": "cacd", "file": "a.mat", "line": 9, "problem": "age 412 at row 9"}\n')
@@ -149,6 +150,8 @@ def test_word_sums_equal_encode_batch():
 def test_filters_and_ledger(report):
     f = report["filters"]
     assert f["summary_found"] and f["datasets"]["cacd"]["records_match"]
+    assert f["not_converted"] == {"mystery": "not a dataset name facecorpus knows"}
+    assert f["datasets"]["cacd"]["raw_dir"] == "/raw/cacd" and not f["datasets"]["cacd"]["raw_dir_found"]
     assert f["by_reason"] == {"no face": 2, "code 10 (non-face)": 1, "code 9 (uncertain)": 1}
     assert f["ledger"]["entries"] == 2 and f["ledger"]["by_reason"] == {"age N at row N": 2}
 
@@ -205,7 +208,9 @@ def test_empty_manifest_renders_without_warnings(tmp_path):
 
 
 def test_table1_compares_the_kind_the_paper_counts():
-    summary = {"datasets": {"affectnet": {"filtered": {"non-face (code 10)": 120_000}, "errors": 0}}}
+    counts = run_summary.DatasetSummary(raw_dir="../raw/affectnet", rows_read=420_299, records=300_299,
+                                        filtered={"non-face (code 10)": 120_000}, errors=0, notes=[])
+    summary = run_summary.RunSummary({"affectnet": counts}, run_summary.SplitSummary(), {}, "raise")
     rows = {r["dataset"]: r for r in table1.compare(
         {"celebadialog": {"caption": 202_599, "attributes": 5}, "imdbwiki": {"attributes": 523_051},
          "affectnet": {"attributes": 300_299}}, summary)}
@@ -222,3 +227,24 @@ def test_table1_compares_the_kind_the_paper_counts():
 def test_labels_that_are_not_an_object_are_named(bad):
     with pytest.raises(labelstats.LabelsError, match=r"cacd\.parquet, column labels: 1 records .*not"):
         labelstats.distributions({"cacd": (['{"age": 3}', bad], [4, 1])})
+
+
+def test_report_shows_what_convert_did_not_convert(tmp_path):
+    """convert --all writes the folders it did not convert into summary.json; the report reads and shows them
+    (they once went under two different keys, so the report's list was always empty)."""
+    raw = tmp_path / "raw"
+    rafdb_sample.write(raw / "rafdb", seed=0)
+    (raw / "mystery").mkdir()
+    result = CliRunner().invoke(main, ["convert", "--all", str(raw), "--out", str(tmp_path / "m"), "--jobs", "1"])
+    assert result.exit_code == 0, result.output
+    moved = tmp_path / "moved"
+    shutil.move(raw, moved)
+    result = CliRunner().invoke(report_cmd, [str(tmp_path / "m"), "--out", str(tmp_path / "r"), "--raw-root", str(moved)])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert data["filters"]["not_converted"]["mystery"] == "not a dataset name facecorpus knows"
+    assert data["filters"]["not_converted"]["celeba"].startswith("absent: no folder")
+    assert data["filters"]["datasets"]["rafdb"]["raw_dir"] == str(moved / "rafdb")
+    assert data["filters"]["datasets"]["rafdb"]["raw_dir_found"]
+    html = (tmp_path / "r" / "report.html").read_text()
+    assert "<td>mystery</td><td>not a dataset name facecorpus knows</td>" in html

@@ -33,8 +33,8 @@ def test_celeba_keeps_its_partition(root, tmp_path):
     summary = convert({"celeba": root / "celeba"}, out, raw_root=root)
     df = manifest.read_records(out, ["celeba"])
     assert (df["split"] == df["source_split"]).all()
-    assert summary["splits"]["records"] == {"train": 6, "val": 3, "test": 3}
-    assert summary["splits"]["reassigned"] == [] and summary["splits"]["celeba_partition_photos"] == 12
+    assert summary.splits.records == {"train": 6, "val": 3, "test": 3}
+    assert summary.splits.reassigned == [] and summary.splits.celeba_partition_photos == 12
 
 
 def test_dialog_follows_the_celeba_partition_through_the_mapping(root, tmp_path):
@@ -47,7 +47,7 @@ def test_dialog_follows_the_celeba_partition_through_the_mapping(root, tmp_path)
     assert (df["split"] == df["photo_id"].map(partition)).all()
     hq = df[df["image_id"].str.startswith("celebahq/")]
     assert len(hq) == 5 and set(hq["photo_id"]) <= set(partition)
-    moves = summary["splits"]["reassigned"]
+    moves = summary.splits.reassigned
     assert {m["decided_by"] for m in moves} == {"celeba-partition"} and sum(m["count"] for m in moves) == 20
 
 
@@ -62,7 +62,7 @@ def test_held_out_partition_wins_over_a_source_split(root, tmp_path):
     df = manifest.read_records(out)
     assert set(df.loc[df["photo_id"] == "celeba/000001", "split"]) == {"test"}
     assert {"dataset": "celeba", "from": "train", "to": "test", "decided_by": "celeba-partition", "count": 1} \
-        in summary["splits"]["reassigned"]
+        in summary.splits.reassigned
     # Every record of one photo has one split, across both datasets.
     assert (df.groupby("photo_id")["split"].nunique() == 1).all()
 
@@ -73,6 +73,6 @@ def test_adding_a_dataset_later_reharmonizes(root, tmp_path):
     summary = convert({"celebadialog": root / "celebadialog"}, out, raw_root=root)
     df = manifest.read_records(out)
     assert set(df["dataset"]) == {"celeba", "celebadialog"} and len(df) == 32
-    assert set(summary["datasets"]) == {"celeba", "celebadialog"}
+    assert set(summary.datasets) == {"celeba", "celebadialog"}
     assert (df.groupby("photo_id")["split"].nunique() == 1).all()
     assert set(df.loc[df["photo_id"] == "celeba/000010", "split"]) == {"test"}

@@ -1,0 +1,155 @@
+"""The run summary, `MANIFEST/summary.json`: what `facecorpus convert` read, kept, filtered and could not use.
+
+`convert` writes it through `write` (converters/pipeline.py); `report` reads it through `read`, and every
+stage that opens images finds each dataset's raw folder through `raw_dir`. One schema, checked on
+write and on read:
+
+  format         "facecorpus-summary/1"
+  datasets       {dataset: {raw_dir, rows_read, records, filtered: {reason: n}, errors, notes: [text]}}
+                 with rows_read == records + sum(filtered) + errors
+  splits         {seed, holdout: {split: share}, reassigned: [{dataset, from, to, decided_by, count}],
+                  celeba_partition_photos, records: {split: n}}
+  not_converted  {folder or dataset: why}: what RAW_ROOT held or lacked that is not a converted dataset
+                 (an absent dataset, an unknown folder, a support folder, raw files that could not be used)
+  on_error       "raise" or "skip" (skipped rows are in ledger.jsonl)
+
+`raw_dir` is the dataset's raw folder relative to the manifest folder, so a manifest moved together
+with its raw data still finds the images; `raw_dir(..., raw_root=R)` looks in `R/<folder name>`
+instead, for raw data moved elsewhere. A summary from before `format` was recorded still reads: its
+`unusable` block is `not_converted`, and its absolute raw folders are used as they are.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+
+from facecorpus.atomic import atomic_write
+from facecorpus.excerpt import quote
+
+FILE = "summary.json"
+FORMAT = "facecorpus-summary/1"
+_COUNTS = {"raw_dir": str, "rows_read": int, "records": int, "filtered": dict, "errors": int, "notes": list}
+
+
+class SummaryError(ValueError):
+    """A summary.json that is missing or breaks the schema; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    """One dataset's counts: every row read is a record, a filtered row (by reason) or an error."""
+    raw_dir: str
+    rows_read: int
+    records: int
+    filtered: dict[str, int]
+    errors: int
+    notes: list[str]
+
+    def __post_init__(self):
+        if self.rows_read != self.records + sum(self.filtered.values()) + self.errors:
+            raise SummaryError(f"rows read ({self.rows_read:,}) != records ({self.records:,}) + filtered "
+                               f"({sum(self.filtered.values()):,}) + errors ({self.errors:,})")
+
+
+@dataclass(frozen=True)
+class SplitSummary:
+    """How split harmonization went: its seed and hashed shares, every reassignment, records per split."""
+    seed: int = 0
+    holdout: dict[str, float] = field(default_factory=dict)
+    reassigned: list[dict] = field(default_factory=list)
+    celeba_partition_photos: int = 0
+    records: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    datasets: dict[str, DatasetSummary]
+    splits: SplitSummary
+    not_converted: dict[str, str]
+    on_error: str
+
+    def as_dict(self) -> dict:
+        return {"format": FORMAT, "datasets": {k: asdict(self.datasets[k]) for k in sorted(self.datasets)},
+                "splits": asdict(self.splits), "not_converted": dict(self.not_converted), "on_error": self.on_error}
+
+
+def write(manifest: Path, summary: RunSummary) -> Path:
+    """Write `manifest/summary.json` atomically."""
+    return atomic_write(Path(manifest) / FILE, json.dumps(summary.as_dict(), indent=2, ensure_ascii=False) + "\n")
+
+
+def exists(manifest: Path) -> bool:
+    return (Path(manifest) / FILE).is_file()
+
+
+def read(manifest: Path) -> RunSummary:
+    """The checked summary of `manifest` (SummaryError naming the file and key when it breaks the schema)."""
+    path = Path(manifest) / FILE
+    data = _load(path)
+    legacy = "format" not in data
+    if not legacy and data["format"] != FORMAT:
+        raise SummaryError(f"{path}: format {quote(data['format'])} is not {FORMAT!r} (written by a newer facecorpus?)")
+    datasets = {name: _dataset(path, name, entry) for name, entry in _object(path, data, "datasets").items()}
+    splits = _object(path, data, "splits", required=not legacy)
+    unknown = sorted(set(splits) - set(SplitSummary.__dataclass_fields__))
+    if unknown:
+        raise SummaryError(f"{path}: splits has unknown keys {unknown}")
+    not_converted = _object(path, data, "unusable" if legacy else "not_converted", required=not legacy)
+    return RunSummary(datasets, SplitSummary(**splits), {str(k): str(v) for k, v in not_converted.items()},
+                      str(data.get("on_error", "raise")))
+
+
+def raw_dir(manifest: Path, dataset: str, raw_root: Path | None = None) -> Path:
+    """The folder `dataset` was converted from (record images are relative to it): as recorded, relative to
+    the manifest folder, or `raw_root/<its folder name>` when the raw data has moved."""
+    path = Path(manifest) / FILE
+    entry = _object(path, _load(path), "datasets").get(dataset)
+    if not isinstance(entry, dict) or not isinstance(entry.get("raw_dir"), str):
+        raise SummaryError(f"{path}: no raw_dir for dataset {dataset!r} (was it converted into this manifest?)")
+    recorded = Path(entry["raw_dir"])
+    if raw_root is not None:
+        return Path(raw_root) / PurePosixPath(entry["raw_dir"]).name
+    return recorded if recorded.is_absolute() else Path(manifest) / recorded
+
+
+def relative_raw_dir(raw: Path, manifest: Path) -> str:
+    """How `write` records a raw folder: relative to the manifest folder, in POSIX form."""
+    return Path(os.path.relpath(Path(raw).resolve(), Path(manifest).resolve())).as_posix()
+
+
+def _load(path: Path) -> dict:
+    if not path.is_file():
+        raise SummaryError(f"{path} is missing: was this folder written by `facecorpus convert`?")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SummaryError(f"{path}: not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise SummaryError(f"{path}: holds a {type(data).__name__}, expected an object")
+    return data
+
+
+def _object(path: Path, data: dict, key: str, required: bool = True) -> dict:
+    value = data.get(key, None if required else {})
+    if not isinstance(value, dict):
+        raise SummaryError(f"{path}: {key} is {'missing' if value is None else type(value).__name__}, expected an object")
+    return value
+
+
+def _dataset(path: Path, name: str, entry) -> DatasetSummary:
+    where = f"{path}: datasets.{name}"
+    if not isinstance(entry, dict):
+        raise SummaryError(f"{where} is not an object")
+    missing = [k for k in _COUNTS if k not in entry]
+    wrong = [k for k, kind in _COUNTS.items() if k in entry and (not isinstance(entry[k], kind) or isinstance(entry[k], bool))]
+    if missing or wrong:
+        raise SummaryError(f"{where}: missing {missing}, wrong type {wrong}")
+    if not all(isinstance(n, int) for n in entry["filtered"].values()):
+        raise SummaryError(f"{where}.filtered: counts must be integers")
+    try:
+        return DatasetSummary(**{k: entry[k] for k in _COUNTS})
+    except SummaryError as exc:
+        raise SummaryError(f"{where}: {exc}") from None
