@@ -2,6 +2,8 @@
 
 Every function takes the report dict and returns an `<svg>` string, or None when the manifest has
 nothing to show. Output is deterministic (fixed SVG id salt, no date), so the HTML is reproducible.
+Each mark that shows a value (a bar, a histogram) carries the SVG id `<plot>-mark-<n>`, so a reader of
+the page (or the browser test) can tell a plot that shows its data from one that only draws axes.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib import colors as mcolors
+from matplotlib.patches import StepPatch
 
 plt.rcParams.update({"svg.hashsalt": "facecorpus-report", "svg.fonttype": "none", "font.size": 9,
                      "axes.spines.top": False, "axes.spines.right": False})
@@ -21,7 +24,12 @@ _METADATA = re.compile(r"\s*<metadata>.*?</metadata>", re.DOTALL)
 SPLIT_COLORS = {"train": "#4c78a8", "val": "#f58518", "test": "#e45756"}
 
 
-def to_svg(fig) -> str:
+def to_svg(fig, plot: str) -> str:
+    """The figure as SVG, every data mark (bar, histogram) given the id `<plot>-mark-<n>`."""
+    marks = [p for ax in fig.axes for c in ax.containers for p in c] + [
+        a for ax in fig.axes for a in ax.patches if isinstance(a, StepPatch)]
+    for n, artist in enumerate(marks):
+        artist.set_gid(f"{plot}-mark-{n}")
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None, "Creator": None})
     plt.close(fig)
@@ -52,10 +60,13 @@ def records_vs_paper(report: dict) -> str | None:
     labels = [r["dataset"] for r in rows]
     _bars(ax, labels, {"this manifest": [r["records"] for r in rows], "Talk2Face Table 1": [r["paper"] for r in rows]},
           {"this manifest": "#4c78a8", "Talk2Face Table 1": "#bab0ac"})
-    ax.set_yscale("log", nonpositive="mask")  # a dataset not converted shows no bar
+    # "clip", not "mask": a bar starts at 0, and masking that corner left every bar without a body (an
+    # empty plot in the browser). Clipped, a bar runs down off the axis; a count of 0 still shows none.
+    ax.set_yscale("log", nonpositive="clip")
+    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # clear of the tallest bars
     ax.set_ylabel("records (log)")
     ax.set_title("Records per dataset beside the paper's Table 1")
-    return to_svg(fig)
+    return to_svg(fig, "records")
 
 
 def splits(report: dict) -> str | None:
@@ -73,7 +84,7 @@ def splits(report: dict) -> str | None:
     ax.set_title("Records per split (after harmonization)")
     ax.tick_params(axis="x", rotation=30)
     ax.legend(frameon=False, fontsize=8)
-    return to_svg(fig)
+    return to_svg(fig, "splits")
 
 
 def ages(report: dict) -> str | None:
@@ -97,7 +108,7 @@ def ages(report: dict) -> str | None:
         ax.set_ylabel("share")
         row += 1
     fig.tight_layout()
-    return to_svg(fig)
+    return to_svg(fig, "ages")
 
 
 def expressions(report: dict) -> str | None:
@@ -108,7 +119,7 @@ def expressions(report: dict) -> str | None:
     _bars(ax, data["order"], {d: _share(e["counts"] + [sum(e["other"].values())])[:-1] for d, e in data["datasets"].items()})
     ax.set_ylabel("share of the dataset's records")
     ax.set_title("Expressions on a common axis")
-    return to_svg(fig)
+    return to_svg(fig, "expressions")
 
 
 def categories(report: dict, axis: str, title: str) -> str | None:
@@ -120,7 +131,7 @@ def categories(report: dict, axis: str, title: str) -> str | None:
     _bars(ax, [str(v) for v in values], {d: _share([dict(map(tuple, p)).get(v, 0) for v in values]) for d, p in data.items()})
     ax.set_ylabel("share")
     ax.set_title(title)
-    return to_svg(fig)
+    return to_svg(fig, axis)
 
 
 def _css(name: str) -> str:
@@ -139,7 +150,7 @@ def fs2k_colors(report: dict) -> str | None:
         ax.barh([str(v) for v, _ in pairs], [n for _, n in pairs], color=[_css(v) for v, _ in pairs], edgecolor="#555555")
         ax.set_title(f"{dataset} {key}")
     fig.tight_layout()
-    return to_svg(fig)
+    return to_svg(fig, "colors")
 
 
 def lengths(report: dict) -> str | None:
@@ -161,7 +172,7 @@ def lengths(report: dict) -> str | None:
             ax.set_title(f"{kind}: length in {'WordPiece ids' if unit == 'wordpiece' else 'words'}")
             ax.set_ylabel("records")
     fig.tight_layout()
-    return to_svg(fig)
+    return to_svg(fig, "lengths")
 
 
 def shards(report: dict) -> str | None:
@@ -177,7 +188,7 @@ def shards(report: dict) -> str | None:
     for ax in axes:
         ax.tick_params(axis="x", rotation=30)
     fig.tight_layout()
-    return to_svg(fig)
+    return to_svg(fig, "shards")
 
 
 def all_plots(report: dict) -> dict[str, str | None]:

@@ -47,8 +47,9 @@ class _Raw(str):
     """Already-escaped HTML for a table cell."""
 
 
-def _figure(svg: str | None) -> str:
-    return f"<figure>{svg}</figure>" if svg else '<p class="muted">Nothing to plot in this manifest.</p>'
+def _figure(figs: dict, plot: str) -> str:
+    svg = figs[plot]
+    return f'<figure data-plot="{plot}">{svg}</figure>' if svg else '<p class="muted">Nothing to plot in this manifest.</p>'
 
 
 def _overview(r: dict, figs: dict) -> str:
@@ -62,7 +63,7 @@ def _overview(r: dict, figs: dict) -> str:
             f"{t['datasets']} datasets; the paper's Table 1 sums to {_n(total_paper)}.</p>"
             + _table(["dataset", "Table 1 kind", "records of that kind", "Table 1", "difference", "why"], rows,
                      [not x["matches_paper"] for x in r["table1"]])
-            + _kinds(r["records"]) + _figure(figs["records"]))
+            + _kinds(r["records"]) + _figure(figs, "records"))
 
 
 def _kinds(records: dict) -> str:
@@ -84,7 +85,7 @@ def _splits(r: dict, figs: dict) -> str:
     sp = r["shared_photos"]
     out += f"<h3>Photos shared between datasets</h3><p>{_n(sp['photos_in_several'])} photographs appear in more than one dataset.</p>"
     out += _table(["datasets", "photos"], [[" + ".join(p["datasets"]), p["photos"]] for p in sp["pairs"]])
-    return out + _figure(figs["splits"])
+    return out + _figure(figs, "splits")
 
 
 def _attributes(r: dict) -> str:
@@ -103,9 +104,9 @@ def _attributes(r: dict) -> str:
 
 
 def _axes(figs: dict) -> str:
-    return ("<h3>Age</h3>" + _figure(figs["ages"]) + "<h3>Expression</h3>" + _figure(figs["expressions"])
-            + "<h3>Gender</h3>" + _figure(figs["gender"]) + "<h3>Race</h3>" + _figure(figs["race"])
-            + "<h3>FS2K colours</h3>" + _figure(figs["colors"]))
+    return ("<h3>Age</h3>" + _figure(figs, "ages") + "<h3>Expression</h3>" + _figure(figs, "expressions")
+            + "<h3>Gender</h3>" + _figure(figs, "gender") + "<h3>Race</h3>" + _figure(figs, "race")
+            + "<h3>FS2K colours</h3>" + _figure(figs, "colors"))
 
 
 def _length_row(dataset, kind: str, words: dict, ids: dict) -> list:
@@ -120,7 +121,7 @@ def _lengths(r: dict, figs: dict) -> str:
     return (f"<p>A {L['sequence_length']}-token sequence leaves {L['budget']} WordPiece ids for text. Captions over it are "
             "cut; attribute targets over it are trained as random subsets of their pairs that fit.</p>"
             + _table(["dataset", "kind", "records", "words p50", "words max", "ids p50", "ids p99", "ids max",
-                      f"over {L['budget']}", "share over"], rows) + _figure(figs["lengths"]))
+                      f"over {L['budget']}", "share over"], rows) + _figure(figs, "lengths"))
 
 
 def _filters(r: dict) -> str:
@@ -159,7 +160,7 @@ def _shards(r: dict, figs: dict) -> str:
     out += ("<details><summary>every shard</summary>"
             + _table(["path", "split", "kind", "samples", "bytes"], [[x["path"], x["split"], x["kind"], x["count"], x["bytes"]] for x in s["shards"]])
             + "</details>")
-    return out + _figure(figs["shards"])
+    return out + _figure(figs, "shards")
 
 
 def render(report: dict) -> str:

@@ -1,13 +1,16 @@
 """report.html in a real headless Chromium (Debian's `chromium` + `chromium-driver`, driven by Selenium).
 
 The page must load from file:// with no console errors (it is self-contained, so nothing may fail to
-load), show its plots, and leave a screenshot at test-artifacts/report.png for a person to look at.
+load), every plot must show its data (as many visible bars or histograms as report.json has values
+for it: a plot can draw axes, ticks and a legend and still show nothing), and it leaves a screenshot
+at test-artifacts/report.png for a person to look at.
 Skips when Chromium is absent, except under CI (CI=true), where a missing browser is a failure.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 from pathlib import Path
@@ -15,6 +18,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from facecorpus.reports.cli import report as report_cmd
+from shardkit import stream_shards
 from test_report import build_manifest
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -41,6 +45,35 @@ def _browser() -> tuple[str, str]:
     pytest.skip(why)
 
 
+def expected_marks(report: dict) -> dict[str, int]:
+    """How many value marks (bars; one histogram per panel) each plot must show, from report.json alone:
+    one per non-zero value it plots."""
+    ax, lengths, shards = report["axes"], report["lengths"], report["shards"]
+
+    def nonzero(values) -> int:
+        return sum(1 for v in values if v)
+
+    return {
+        "records": nonzero(r["records"] for r in report["table1"]) + nonzero(r["paper"] for r in report["table1"]),
+        "splits": nonzero(v["records"] for d in report["splits"]["by_dataset"].values() for v in d.values()),
+        "ages": sum(nonzero(e["binned"] or [n for _, n in e["values"]]) for e in ax["ages"]["datasets"].values()),
+        "expressions": sum(nonzero(e["counts"]) for e in ax["expressions"]["datasets"].values()),
+        "gender": sum(nonzero(n for _, n in pairs) for pairs in ax["gender"].values()),
+        "race": sum(nonzero(n for _, n in pairs) for pairs in ax["race"].values()),
+        "colors": sum(nonzero(n for _, n in pairs) for attrs in ax["colors"].values() for pairs in attrs.values()),
+        "lengths": 2 * len(lengths["wordpiece"]),  # words and WordPiece ids, one histogram each per kind
+        "shards": sum(nonzero((v["samples"], v["bytes"])) for v in shards["by_split_kind"].values()),
+    }
+
+
+# Per figure, the marks with a drawn body: a bar whose corner was masked away has a zero-height box.
+VISIBLE_MARKS = """
+return Object.fromEntries([...document.querySelectorAll('figure[data-plot]')].map(f => [f.dataset.plot,
+    [...f.querySelectorAll('[id*="-mark-"]')].filter(m => {
+        const box = m.getBoundingClientRect(); return box.width > 0 && box.height > 0; }).length]));
+"""
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_report_html_in_headless_chromium(tmp_path):
@@ -49,8 +82,11 @@ def test_report_html_in_headless_chromium(tmp_path):
     from selenium.webdriver.chrome.service import Service
 
     out = tmp_path / "report"
-    result = CliRunner().invoke(report_cmd, [str(build_manifest(tmp_path)), "--out", str(out)])
+    shards = stream_shards(tmp_path / "shards", {"caption": 3, "attributes": 2}, 2)
+    result = CliRunner().invoke(report_cmd, [str(build_manifest(tmp_path)), "--shards", str(shards), "--out", str(out)])
     assert result.exit_code == 0, result.output
+    expected = expected_marks(json.loads((out / "report.json").read_text()))
+    assert min(expected.values()) > 0  # the manifest has something for every plot
 
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
@@ -65,7 +101,8 @@ def test_report_html_in_headless_chromium(tmp_path):
         assert browser.title == "facecorpus report"
         assert browser.execute_script("return document.readyState") == "complete"
         svgs = browser.execute_script("return document.querySelectorAll('figure svg').length")
-        assert svgs >= 5
+        assert svgs == len(expected)
+        assert browser.execute_script(VISIBLE_MARKS) == expected
         # Every plot has a real size on the page (an SVG that failed to parse renders as 0x0 or an error).
         sizes = browser.execute_script(
             "return [...document.querySelectorAll('figure svg')].map(s => s.getBoundingClientRect().width)")
