@@ -44,7 +44,7 @@ if ARGS is not None:  # before pyarrow/tokenizers start their thread pools
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from facecorpus import textproto  # noqa: E402
+from facecorpus import summary, textproto  # noqa: E402
 from facecorpus.manifest import write_partition  # noqa: E402
 from facecorpus.records import SCHEMA  # noqa: E402
 
@@ -142,10 +142,10 @@ def synthesize(root: Path, scale: float) -> int:
         n = max(int(size * scale), 10)
         write_partition(partition(dataset, n, rng), root, dataset)
         total += n
-    summary = {"datasets": {d: {"raw_dir": f"/raw/{d}", "rows_read": int(s * scale), "records": max(int(s * scale), 10),
-                                "filtered": {}, "errors": 0, "notes": []} for d, s in SIZES.items()},
-               "splits": {"reassigned": []}, "unused_folders": {}}
-    (root / "summary.json").write_text(json.dumps(summary))
+    counts = {d: summary.DatasetSummary(raw_dir=f"../raw/{d}", rows_read=max(int(s * scale), 10),
+                                        records=max(int(s * scale), 10), filtered={}, errors=0, notes=[])
+              for d, s in SIZES.items()}
+    summary.write(root, summary.RunSummary(counts, summary.SplitSummary(), {}, "raise"))
     return total
 
 
@@ -170,9 +170,7 @@ def bare_scan(root: Path) -> None:
 def main(args) -> None:
     pa.set_cpu_count(args.cores)
     pa.set_io_thread_count(args.cores)
-    from rich.console import Console
-
-    from facecorpus.reports.cli import write_report
+    from facecorpus.reports.build import write_report
 
     with tempfile.TemporaryDirectory() as tmp:
         root = args.manifest or args.keep or Path(tmp) / "manifest"
@@ -184,7 +182,7 @@ def main(args) -> None:
             print(f"synthesized {n:,} records in {time.perf_counter() - t0:.1f} s")
         bare_scan(root)  # warm the page cache for both measurements
         scan, scan_cpu = timed(bare_scan, root)
-        report, report_cpu = timed(write_report, root, None, Path(tmp) / "report", Console(stderr=True))
+        report, report_cpu = timed(write_report, root, None, Path(tmp) / "report")
     load = os.getloadavg()[0]
     what = f"manifest {args.manifest}" if args.manifest else "13 partitions (synthetic, realistic label sets)"
     lines = [f"- records: {n:,} in {what}, {args.cores} threads, device {args.device}",
