@@ -28,9 +28,10 @@ def run(out: Path, console: Console, seed: int = 0) -> dict:
     write_raw(raw, seed)
     if manifest_dir.exists():
         shutil.rmtree(manifest_dir)
-    sources, skipped = pipeline.discover(raw)
-    summary = pipeline.convert(sources, manifest_dir, raw_root=raw, seed=seed, unusable={}, console=console)
+    sources, not_converted = pipeline.discover(raw)
+    summary = pipeline.convert(sources, manifest_dir, raw_root=raw, seed=seed, not_converted=not_converted,
+                               console=console)
     console.print(summary_table(summary, list(sources)))
     print_notes(console, summary, list(sources))
-    records = sum(d["records"] for d in summary["datasets"].values())
-    return {"datasets": len(summary["datasets"]), "records": records, **summary["splits"]["records"]}
+    records = sum(d.records for d in summary.datasets.values())
+    return {"datasets": len(summary.datasets), "records": records, **summary.splits.records}
