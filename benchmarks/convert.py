@@ -25,7 +25,7 @@ import scipy.io
 from facecorpus.converters import pipeline, registry
 from facecorpus.converters.base import Context
 
-# Rows of each full raw download (FORMATS.md counts; AffectNet and ExpW as documented there).
+# Rows of each full raw download (docs/datasets.md counts; AffectNet and ExpW as documented there).
 FULL_ROWS = {"celeba": 202_599, "fs2k": 2_104, "affectnet": 420_299, "rafdb": 15_339, "expw": 91_793,
              "cacd": 163_446, "afad": 165_501, "imdbwiki": 523_051, "fairface": 97_698, "ffhqtext": 6_840,
              "mmcelebahq": 300_000, "celebatexthq": 150_100, "celebadialog": 232_598}

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/report.py [--scale 1.0] [--cores 2] [--keep DIR]
 
-Writes 13 partitions with the real datasets' sizes (FORMATS.md counts) and realistic label sets
+Writes 13 partitions with the real datasets' sizes (docs/datasets.md counts) and realistic label sets
 (CelebA's 40 booleans, FS2K colours, expressions, ages in years / FairFace bins / CelebA-Dialog's
 0-5 scales, gender, race) and captions of realistic lengths, then times the whole report (statistics,
 report.json, plots, report.html) and a bare `pyarrow.parquet.read_table` of every partition, and prints

@@ -1,6 +1,6 @@
 """AFAD-Full, the Asian Face Age Dataset (Niu et al., CVPR 2016): face crops labelled by age and gender.
 
-Quirks (raw/FORMATS.md, section 7):
+Quirks (docs/datasets.md, AFAD):
 - Labels live only in the path: `AFAD-Full/<age>/<gender>/<id>-<k>.jpg`, gender folder 111 = male,
   112 = female. Age folders run 15..70 and 72 (there is no 71).
 - Rows come from the listing `AFAD-Full/AFAD-Full.txt` (one `./<age>/<gender>/<id>-<k>.jpg` per line,

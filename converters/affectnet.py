@@ -1,6 +1,6 @@
 """AffectNet (Mollahosseini et al., 2017), manually annotated part: one record per CSV row with a face.
 
-Quirks (raw/FORMATS.md, section 3):
+Quirks (docs/datasets.md, AffectNet):
 - `Manually_Annotated_file_lists/training.csv` and `validation.csv`, comma-separated, no quoting, header
   `subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,arousal`.
   There is no public test set: validation.csv is the held-out evaluation set, so it maps to `test`.

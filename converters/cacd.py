@@ -1,6 +1,6 @@
 """CACD, the Cross-Age Celebrity Dataset (Chen et al., 2014): 163,446 photos of 2,000 celebrities with age.
 
-Quirks (raw/FORMATS.md, section 6):
+Quirks (docs/datasets.md, CACD):
 - All labels are in `celebrity2000_meta.mat` (or `celebrity2000.mat`, the same structs with the LBP
   `feature` matrix filled): `celebrityImageData` (one entry per image: age, identity, year, feature,
   rank, lfw, birth, name) and `celebrityData` (one entry per celebrity: name, identity, birth, rank, lfw).

@@ -1,6 +1,6 @@
 """CelebA: 40 binary attributes per aligned face, the person's identity and the official partition.
 
-Raw layout (FORMATS.md part 1 section 1): the official Google-Drive folder has `Anno/list_attr_celeba.txt`,
+Raw layout (docs/datasets.md, CelebA): the official Google-Drive folder has `Anno/list_attr_celeba.txt`,
 `Anno/identity_CelebA.txt`, `Eval/list_eval_partition.txt` and `Img/img_align_celeba.zip`;
 torchvision flattens the same files into one folder beside `img_align_celeba/`. Both are accepted.
 
@@ -10,7 +10,7 @@ Quirks:
   `000001.jpg -1  1  1 ...` with values right-aligned in 3-character fields: split on runs of
   whitespace, never on single spaces. Values are -1 / 1 (negative / positive), never 0.
 - a failed Google-Drive download leaves an HTML page under the label file's name: refused, as is
-  any file whose first line is not the integer count (FORMATS.md 1.4).
+  any file whose first line is not the integer count (docs/datasets.md, CelebA).
 - `list_bbox_celeba.txt` boxes are in the in-the-wild `img_celeba/` images, not the aligned ones we
   use (torchvision docstring, pytorch/vision#9008), so `bbox` is null.
 - identities are consistent with the partition (no person spans two splits); the partition maps

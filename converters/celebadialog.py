@@ -1,7 +1,7 @@
 """CelebA-Dialog (Talk-to-Edit, ICCV 2021): fine-grained 0-5 degrees of five attributes, and captions.
 
 No real file is stored here: the terms forbid redistribution, so this follows the documented layout
-(FORMATS.md part 2 section 4) and the fixtures in samples/celebadialog.py. Files, each at the download
+(docs/datasets.md, CelebA-Dialog) and the fixtures in samples/celebadialog.py. Files, each at the download
 folder's top or one folder down (e.g. `text/captions_hq.json`, as VillanDiffusion unpacks it):
 - `combined_annotation.txt` (standard, 202,599 CelebA images): a header row `img_name Bangs Eyeglasses
   No_Beard Smiling Young` (any order), then `000001.jpg 0 3 0 2 2`, space-delimited.

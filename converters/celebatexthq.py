@@ -1,6 +1,6 @@
 """CelebAText-HQ (SEA-T2F, Sun et al., ACM MM 2021): 15,010 CelebA-HQ images x 10 manual captions.
 
-Quirks (raw/FORMATS.md part 2, section 3; no real file is public, the layout is read from the SEA-T2F
+Quirks (docs/datasets.md, CelebAText-HQ; no real file is public, the layout is read from the SEA-T2F
 loader `code/datasets.py` and configs):
 - The Google-Drive folder is extracted into `data/CelebAText-HQ/`; the raw root may be that folder or a
   folder holding it. It has `captions/<stem>.txt` (one per image) and the split lists

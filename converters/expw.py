@@ -1,6 +1,6 @@
 """ExpW (Zhang et al., 2016): in-the-wild pictures, several labelled faces each; one record per face row.
 
-Quirks (raw/FORMATS.md, section 5):
+Quirks (docs/datasets.md, ExpW):
 - `label/label.lst`: `image_name face_id_in_image top left right bottom confidence expression`, single
   spaces, LF, no header. The box order is top, LEFT, RIGHT, bottom: bbox = [left, top, right, bottom].
 - One picture can hold several faces (face_id 0, 1, ...). The face crop is what gets tokenized, so each

@@ -1,6 +1,6 @@
 """FairFace (Kärkkäinen & Joo, 2021): 97,698 face chips with age bin, gender and race; one record per row.
 
-Quirks (raw/FORMATS.md, section 9):
+Quirks (docs/datasets.md, FairFace):
 - `fairface_label_train.csv` (86,744 rows) and `fairface_label_val.csv` (10,954 rows), comma-separated,
   LF, no quoting, header `file,age,gender,race,service_test`. No test set was released: val is the
   held-out evaluation set, so it maps to `test`.

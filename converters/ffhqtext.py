@@ -1,6 +1,6 @@
 """FFHQ-Text (Zhou & Shimada, 2021): 760 female FFHQ images x 9 manual descriptions (6,840 pairs).
 
-Quirks (raw/FORMATS.md part 2, section 5; the dataset is sent on request only and no file is public,
+Quirks (docs/datasets.md, FFHQ-Text; the dataset is sent on request only and no file is public,
 so the layout is the README's table, read the AttnGAN/CUB way the table mirrors):
 - `Text/<stem>.txt`: one file per image, one description a line (9 expected; others are noted).
 - `Image/<stem>.png`: 1024 x 1024 PNG. The folder names' case is not documented: `Image`/`image`/

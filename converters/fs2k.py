@@ -1,6 +1,6 @@
 """FS2K (Fan et al., 2022): 2,104 photo-sketch pairs with facial attributes; one record per photo.
 
-Quirks (raw/FORMATS.md, section 2):
+Quirks (docs/datasets.md, FS2K):
 - Each split is one JSON array on a single line: `anno_train.json` (1,058) and `anno_test.json` (1,046);
   the file an entry sits in is its split.
 - Several booleans are inverted relative to their names: `hair`, `earring`, `smile` and `frontal_face`

@@ -1,6 +1,6 @@
 """IMDB-WIKI (Rothe et al., 2015/2018): celebrity photos from IMDb and Wikipedia with age and gender.
 
-Quirks (raw/FORMATS.md, section 8):
+Quirks (docs/datasets.md, IMDB-WIKI):
 - Two parts, each one .mat struct whose fields are 1xN rows: `wiki_crop/wiki.mat` (62,328 entries, 8
   fields) and `imdb_crop/imdb.mat` (460,723, the same 8 plus celeb_names and celeb_id). Fields are read
   by name, never by position. Whichever part is present is converted; an absent one is noted. The

@@ -1,6 +1,6 @@
 """Multi-Modal CelebA-HQ (TediGAN, Xia et al. 2021): 30,000 CelebA-HQ images x 10 generated captions.
 
-Quirks (raw/FORMATS.md part 2, section 2; checked on the real 101-file excerpt):
+Quirks (docs/datasets.md, MM-CelebA-HQ; checked on 1,801 real files):
 - One caption file per image, `<idx>.txt` with the unpadded CelebA-HQ index 0..29999, one caption a
   line. Where the folder sits varies between sources (`text/celeba-caption/`, `celeba-caption/`, one
   letter more in `celeba-captions`): the candidates below are tried in order.

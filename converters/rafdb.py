@@ -1,6 +1,6 @@
 """RAF-DB basic (Li et al., 2017): 15,339 faces, one basic expression each; one record per label line.
 
-Quirks (raw/FORMATS.md, section 4):
+Quirks (docs/datasets.md, RAF-DB):
 - `basic/EmoLabel/list_patition_label.txt` ("patition" is the official spelling): `<name> <label>`, one
   space, LF, no newline after the last line. Names are `train_NNNNN.jpg` (5 digits) and `test_NNNN.jpg`
   (4 digits); the prefix is the official split (no validation split). Names are never rebuilt from ints.

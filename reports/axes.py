@@ -1,7 +1,7 @@
 """Comparable views across datasets: ages on one axis, expressions on one axis, gender, race, colours.
 
 Datasets state age differently: CACD, AFAD and IMDB-WIKI in years, FairFace in bins ("10-19",
-"more than 70"), CelebA-Dialog on its own 0-5 scale (kid ... seventies, FORMATS.md 4.3), which is not
+"more than 70"), CelebA-Dialog on its own 0-5 scale (kid ... seventies, docs/datasets.md, CelebA-Dialog), which is not
 years and is therefore kept apart instead of being forced onto the bins.
 """
 

@@ -1,8 +1,8 @@
 """Talk2Face Table 1 beside our record counts, with the known reason for every difference.
 
 The paper gives each dataset's contribution rounded to thousands ("CelebA 203k"). The full counts
-that the real files give, and why some of them cannot match, come from ../shared/raw/FORMATS.md
-("Talk2Face Table 1 against the real files", both the attribute and the caption part).
+that the real files give, and why some of them cannot match, are in docs/datasets.md ("Talk2Face
+Table 1 against the real files").
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ class PaperRow:
     kind: str            # the record kind the dataset contributes
     paper_k: int         # Table 1, in thousands of face-text pairs
     full: int | None     # what the complete raw download gives (None: not countable from the files)
-    reason: str          # FORMATS.md's explanation of how Table 1 relates to the files
+    reason: str          # how Table 1 relates to the files (docs/datasets.md)
 
 
 PAPER = {
@@ -97,6 +97,6 @@ def _reasons(ours: int, paper: PaperRow, info: DatasetSummary | None, filtered: 
                        f"the full download gives {paper.full:,})")
     if paper.full is None and info:
         reasons.append(f"{info.rows_read:,} rows read from the raw files here; "
-                       "the full download's exact count is not known (FORMATS.md)")
+                       "the full download's exact count is not known (docs/datasets.md)")
     reasons.append(paper.reason)
     return reasons
