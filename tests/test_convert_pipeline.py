@@ -13,7 +13,10 @@ from click.testing import CliRunner
 from facecorpus import manifest, records, summary
 from facecorpus.cli import main
 from facecorpus.converters import base, pipeline, registry
+from facecorpus.converters.base import MAX_LINE_CHARS
 from facecorpus.converters.samples import rafdb as rafdb_sample
+from facecorpus.excerpt import QUOTE_CHARS
+from facecorpus.records import MAX_CAPTION_CHARS
 
 
 def fake_rows(raw, ctx):
@@ -202,3 +205,25 @@ def test_tokenize_plans_images_under_a_raw_root(tmp_path):
     assert len(moved) and all(Path(p).is_file() for p in moved)
     res = CliRunner().invoke(main, ["tokenize", "--help"])
     assert "--raw-root" in res.output
+
+
+def test_a_huge_line_neither_floods_the_terminal_nor_the_ledger(tmp_path):
+    raw = tmp_path / "raw" / "rafdb"
+    rafdb_sample.write(raw, seed=0)
+    listing = raw / "basic" / "EmoLabel" / "list_patition_label.txt"
+    listing.write_bytes(listing.read_bytes() + b"\n" + b"train_99999.jpg " + b"9" * 5_000_000)
+    out = tmp_path / "m"
+    res = CliRunner().invoke(main, ["convert", "rafdb", str(raw), "--out", str(out)], env={"COLUMNS": "200"})
+    assert res.exit_code == 1 and len(res.output) < 1_000
+    assert f"over the {MAX_LINE_CHARS:,}-character limit" in res.output and "--on-error skip" in res.output
+    res = CliRunner().invoke(main, ["convert", "rafdb", str(raw), "--out", str(out), "--on-error", "skip"])
+    assert res.exit_code == 0, res.output
+    [row] = (out / "ledger.jsonl").read_text().splitlines()
+    assert len(row) < 300 and json.loads(row)["problem"].startswith("line of 5,000,016 characters")
+
+
+def test_convert_help_states_the_limits_it_enforces():
+    res = CliRunner().invoke(main, ["convert", "--help"], env={"COLUMNS": "200"})
+    text = " ".join(res.output.split())
+    assert f"{MAX_LINE_CHARS:,} characters" in text and f"{MAX_CAPTION_CHARS:,} characters" in text
+    assert f"{QUOTE_CHARS} characters" in text and "--allow-empty" in text
