@@ -13,7 +13,6 @@ from rich.console import Console
 from facecorpus.converters import celebahq, pipeline, registry
 from facecorpus.converters.base import MAX_LINE_CHARS, RawFormatError
 from facecorpus.converters.samples import celebahq as celebahq_sample
-from facecorpus.excerpt import QUOTE_CHARS, quote, shorten
 from facecorpus.records import MAX_CAPTION_CHARS
 from rawfiles import HTML, convert
 
@@ -158,10 +157,3 @@ def test_a_caption_over_the_limit_is_a_counted_error(tmp_path, name, caption_fil
     assert failure.problem.startswith(f"caption of 5,018 characters is over the {MAX_CAPTION_CHARS:,}-character limit: "
                                       "'She has very very") and len(failure.problem) < 200
     assert all(len(r.text) <= MAX_CAPTION_CHARS for r in run.records)
-
-
-def test_quotes_of_user_data_are_short():
-    assert quote("abc") == "'abc'" and quote([1, 2]) == "[1, 2]"
-    long = quote("x" * 1_000_000)
-    assert long == f"{'x' * QUOTE_CHARS!r}... (1,000,000 characters)"
-    assert shorten("y" * 10_000).endswith("... (9,500 more characters)") and len(shorten("y" * 10_000)) < 600

@@ -1,4 +1,4 @@
-"""The key-value protocol, colour names and the vocabulary."""
+"""The key-value protocol, colour names, the vocabulary and short quotes of user data."""
 
 import hashlib
 
@@ -6,6 +6,7 @@ import pytest
 import webcolors
 
 from facecorpus import colors, textproto, vocab
+from facecorpus.excerpt import QUOTE_CHARS, quote, shorten
 
 
 @pytest.mark.parametrize("dataset, labels, text", [
@@ -76,3 +77,10 @@ def test_vocab_is_pinned_bert_uncased():
     assert vocab.encode_text("fs2k eyes color: rosy brown") == [1042, 2015, 2475, 2243, 2159, 3609, 1024, 26851, 2829]
     assert vocab.vocab_size(1024) == 31546 and vocab.image_ids([0, 1023]) == [30522, 31545]
     assert vocab.decode_text(vocab.encode_text("A Smiling woman") + [30600]) == "a smiling woman"
+
+
+def test_quotes_of_user_data_are_short():
+    assert quote("abc") == "'abc'" and quote([1, 2]) == "[1, 2]"
+    long = quote("x" * 1_000_000)
+    assert long == f"{'x' * QUOTE_CHARS!r}... (1,000,000 characters)"
+    assert shorten("y" * 10_000).endswith("... (9,500 more characters)") and len(shorten("y" * 10_000)) < 600
