@@ -90,6 +90,8 @@ def read_captions(path: Path, raw: Path) -> dict:
     if not isinstance(data, dict):
         raise RawFormatError(rel_to(path, raw), f"expected an object keyed by image name, found {type(data).__name__}",
                              DOWNLOAD)
+    if not data:
+        raise RawFormatError(rel_to(path, raw), "holds no entries: a failed or truncated download?", DOWNLOAD)
     return data
 
 

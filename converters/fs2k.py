@@ -53,6 +53,8 @@ def read_entries(path: Path, raw: Path) -> list:
                              "a truncated download?", DOWNLOAD) from None
     if not isinstance(entries, list):
         raise RawFormatError(path.name, f"expected a JSON array of entries, got {type(entries).__name__}", DOWNLOAD)
+    if not entries:
+        raise RawFormatError(path.name, "holds no entries: a failed or truncated download?", DOWNLOAD)
     return entries
 
 

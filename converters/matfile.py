@@ -54,6 +54,8 @@ def columns(struct: np.void, fields: tuple[str, ...], rel: str, download: str) -
     sizes = {f: len(v) for f, v in out.items()}
     if len(set(sizes.values())) != 1:
         raise RawFormatError(rel, f"fields have different lengths: {sizes}", download)
+    if not next(iter(sizes.values()), 0):
+        raise RawFormatError(rel, "holds no entries: a failed or truncated download?", download)
     return out
 
 

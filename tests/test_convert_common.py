@@ -56,20 +56,24 @@ def test_a_missing_label_file_is_named_with_the_download_page(tmp_path, name, la
 
 # --- an empty download is an error naming the file --------------------------------------------------------------
 
-@pytest.mark.parametrize("name, label_file, header", [
-    ("expw", "label/label.lst", b""), ("rafdb", "basic/EmoLabel/list_patition_label.txt", b""),
-    ("affectnet", "Manually_Annotated_file_lists/training.csv", b""),
+EMPTY, HEADER_ONLY, NO_ENTRIES = "is empty", "has a header but no rows", "holds no entries"
+
+
+@pytest.mark.parametrize("name, label_file, content, problem", [
+    ("expw", "label/label.lst", b"", EMPTY), ("rafdb", "basic/EmoLabel/list_patition_label.txt", b"", EMPTY),
+    ("affectnet", "Manually_Annotated_file_lists/training.csv", b"", EMPTY),
     ("affectnet", "Manually_Annotated_file_lists/training.csv",
-     b"subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,arousal\r\n"),
-    ("fairface", "fairface_label_val.csv", b"file,age,gender,race,service_test\n"),
-    ("afad", "AFAD-Full/AFAD-Full.txt", b""), ("celeba", "identity_CelebA.txt", b"\n\n"),
-    ("celebadialog", "combined_annotation.txt", b""), ("celebatexthq", "data_flist/test.flist", b""),
+     b"subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,arousal\r\n",
+     HEADER_ONLY),
+    ("fairface", "fairface_label_val.csv", b"file,age,gender,race,service_test\n", HEADER_ONLY),
+    ("afad", "AFAD-Full/AFAD-Full.txt", b"", EMPTY), ("celeba", "identity_CelebA.txt", b"\n\n", EMPTY),
+    ("celebadialog", "combined_annotation.txt", b"", EMPTY), ("celebadialog", "captions.json", b"{}", NO_ENTRIES),
+    ("celebatexthq", "data_flist/test.flist", b"", EMPTY), ("fs2k", "anno_train.json", b"[]", NO_ENTRIES),
 ])
-def test_an_empty_or_header_only_label_file_is_refused_naming_it(tmp_path, name, label_file, header):
+def test_an_empty_or_header_only_label_file_is_refused_naming_it(tmp_path, name, label_file, content, problem):
     raw = tmp_path / name
     importlib.import_module(f"facecorpus.converters.samples.{name}").write(raw, seed=0)
-    (raw / label_file).write_bytes(header)
-    problem = "has a header but no rows" if header.strip() else "is empty"
+    (raw / label_file).write_bytes(content)
     with pytest.raises(RawFormatError, match=f"^{re.escape(label_file)}: {problem}: a failed or truncated download"):
         pipeline.convert({name: raw}, tmp_path / "m", hq_mapping=hq_mapping(tmp_path), console=QUIET)
     assert not (tmp_path / "m").exists()
