@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 from facecorpus.reports.cli import report as report_cmd
 from shardkit import stream_shards
-from test_report import build_manifest
+from manifestkit import build_manifest
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 CHROMIUM = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
