@@ -348,7 +348,7 @@ def test_mmcelebahq_real_excerpt(shared_raw):
             f"from {len(empty) - len(nothing):,} (the rest kept), {len(nothing):,} said nothing else") in " ".join(run.notes)
     assert not any(re.search(r"\bhas (?:\.|and )", r.text) for r in run.records)
     got = texts(run)
-    # 92.txt, all ten lines with an empty list (FORMATS.md 2.2): what four of them say besides it is kept.
+    # 92.txt, all ten lines with an empty list (FORMATS.md 2.2): what six of them say besides it is kept.
     assert [got.get(f"mmcelebahq/92/caption/{n}") for n in range(10)] == [
         "This attractive man.", "He is young. He has beard.", None, None, "He is young.", "This attractive person.",
         "This attractive man.", "This man is attractive.", None, None]
