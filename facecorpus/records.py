@@ -21,7 +21,7 @@ DATASETS = (
 )
 KINDS = ("attributes", "caption")
 # The longest caption a record may hold. Real captions are far shorter (MM-CelebA-HQ's longest line has 212
-# characters; a 334-token sequence keeps 71 WordPiece ids of text, about 300 characters); a longer one is
+# characters; Talk2Face's 334-token sequence keeps 71 WordPiece ids of text, about 300); a longer one is
 # a malformed row, counted as an error, not text for the corpus (nor a report that needs GBs to read it).
 MAX_CAPTION_CHARS = 2_000
 SPLITS = ("train", "val", "test")  # ordered from least to most held out
