@@ -13,11 +13,12 @@ from facecorpus.converters.base import Context, RawFormatError
 from facecorpus.converters.samples import celeba as sample
 from facecorpus.records import validate
 
+# The sample's first row: its drawn attributes (hair, glasses, beard, ...) are coherent, the rest random.
 ROW1 = ("celeba gender: male; 5 o clock shadow: false; arched eyebrows: true; attractive: true; "
         "bags under eyes: true; bald: false; bangs: false; big lips: false; big nose: false; black hair: false; "
         "blond hair: false; blurry: false; brown hair: true; bushy eyebrows: false; chubby: true; "
-        "double chin: false; eyeglasses: true; goatee: false; gray hair: false; heavy makeup: true; "
-        "high cheekbones: false; mouth slightly open: true; mustache: false; narrow eyes: false; no beard: false; "
+        "double chin: false; eyeglasses: false; goatee: false; gray hair: false; heavy makeup: true; "
+        "high cheekbones: false; mouth slightly open: true; mustache: false; narrow eyes: false; no beard: true; "
         "oval face: false; pale skin: false; pointy nose: false; receding hairline: false; rosy cheeks: false; "
         "sideburns: false; smiling: false; straight hair: true; wavy hair: false; wearing earrings: false; "
         "wearing hat: false; wearing lipstick: false; wearing necklace: false; wearing necktie: false; young: false")

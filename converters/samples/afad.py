@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from facecorpus.converters.samples.faces import save_face
+from facecorpus.converters.afad import GENDER
+from facecorpus.converters.samples.faces import look_for_person, save_face
 
 # Real listing lines, in the listing's order; 278878 is a real id under both 111 and 112 at age 15.
 LISTING = [
@@ -33,8 +34,10 @@ def write(root: Path, seed: int = 0) -> dict:
     base.mkdir(parents=True, exist_ok=True)
     (base / "AFAD-Full.txt").write_bytes("".join(f"{line}\n" for line in LISTING).encode("ascii"))
     images = [line[2:] for line in LISTING if line.endswith(".jpg")]
-    for rel in images:
-        save_face(base / rel, rng, (72, 88))  # AFAD crops are small and vary in size
+    for rel in images:  # `<age>/<gender code>/<id>.jpg`: grey hair when old, long hair on women
+        age, gender, _ = rel.split("/")
+        look = look_for_person(rng, age=int(age), female=GENDER[gender] == "female")
+        save_face(base / rel, look, rng, (72, 88))  # AFAD crops are small and vary in size
     for line in LISTING:
         if line.endswith("Thumbs.db"):
             (base / line[2:]).write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(56))  # an OLE2 header

@@ -9,8 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from facecorpus.converters.samples.faces import save_face
+from facecorpus.converters.affectnet import EXPRESSION
+from facecorpus.converters.samples.faces import EXPRESSION_MOUTH, draw, look_for_person, save
 
 HEADER = "subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,arousal"
 # (path, box x=y, box w=h, expression code, valence, arousal)
@@ -36,6 +38,7 @@ TEXTS = {
 }
 BBOXES = {"affectnet/459-81456263be241927c7a59a2646f88c2700ce4b7cba6094570ec2b10c/attributes/0": [30, 30, 220, 220]}
 LANDMARK_NUMBERS = 136
+NON_FACE = 10
 FILTERED = {"expression none (code 8)": 1, "expression uncertain (code 9)": 1, "non-face (code 10)": 2}
 
 
@@ -43,6 +46,16 @@ def landmarks(rng: np.random.Generator, x: int, w: int) -> str:
     """68 (x, y) points inside the box, 2 decimals, joined by `;` as in the real CSVs."""
     pts = rng.uniform(x + 0.1 * w, x + 0.9 * w, LANDMARK_NUMBERS)
     return ";".join(f"{p:.2f}" for p in pts)
+
+
+def picture(rng: np.random.Generator, code: int, box: tuple) -> Image.Image:
+    """A 256 px picture with the face in its box and the expression's mouth; a non-face row (10) shows
+    no face, and the codes that are no expression (8, 9) a plain mouth."""
+    faces = []
+    if code != NON_FACE:
+        mouth = EXPRESSION_MOUTH[EXPRESSION[code]] if code in EXPRESSION else "flat"
+        faces = [(look_for_person(rng, mouth=mouth), box)]
+    return draw((256, 256), faces, int(rng.integers(2**32)))
 
 
 def write(root: Path, seed: int = 0) -> dict:
@@ -53,6 +66,6 @@ def write(root: Path, seed: int = 0) -> dict:
         lines = [HEADER] + [f"{p},{x},{x},{w},{w},{landmarks(rng, x, w)},{code},{v},{a}"
                             for p, x, w, code, v, a in rows]
         (folder / name).write_bytes(("\n".join(lines) + "\n").encode())
-        for p, *_ in rows:
-            save_face(root / "Manually_Annotated_Images" / p, rng, (256, 256))
+        for p, x, w, code, *_ in rows:
+            save(root / "Manually_Annotated_Images" / p, picture(rng, int(code), (x, x, x + w, x + w)))
     return {"splits": {"train": 4, "test": 2}, "texts": TEXTS, "bboxes": BBOXES, "filtered": FILTERED}

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from facecorpus.converters.samples.faces import save_face
+from facecorpus.converters.samples.faces import look_for_person, save_face
 
 # celebrityData rows (name, identity, birth, rank, lfw) and celebrityImageData rows
 # (age, identity, year, rank, lfw, birth, name), copied from the real file; the counter restarts per age.
@@ -60,6 +60,6 @@ def write(root: Path, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
     scipy.io.savemat(root / "celebrity2000_meta.mat", meta(), do_compression=True)  # real: zlib-compressed variables
-    for *_, file in IMAGES:
-        save_face(root / "CACD2000" / file, rng, (125, 125))  # the real crops are 250 x 250
+    for age, *_, file in IMAGES:  # grey hair when old
+        save_face(root / "CACD2000" / file, look_for_person(rng, age=age), rng, (125, 125))  # real crops: 250 x 250
     return {"splits": {}, "records": len(IMAGES), "texts": TEXTS, "subjects": SUBJECTS}

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from facecorpus.converters.samples.faces import save_face
+from facecorpus.converters.samples.faces import Look, save_face, some_hair
 
 STANDARD = [f"{i:06d}.jpg" for i in range(1, 9)]
 HQ = ["0.jpg", "1.jpg", "2.jpg", "4.jpg", "5.jpg"]  # 3.jpg missing, as 5380.jpg is upstream
 COLUMNS = ("Bangs", "Eyeglasses", "No_Beard", "Smiling", "Young")
+OLD = 4  # Young degree "elderly": drawn with grey hair
 PHRASES = {  # paraphrases of Talk-to-Edit's caption templates, one per degree 0..5
     "Bangs": ("Her whole forehead is visible.", "She has very short bangs.", "She has short bangs.",
               "Her bangs cover half of the forehead.", "Long bangs cover almost all of her forehead.",
@@ -55,13 +56,22 @@ def write(root: Path, seed: int = 0) -> dict:
     (root / "text").mkdir(exist_ok=True)
     (root / "text" / "captions_hq.json").write_text(json.dumps(hq, indent=2), encoding="utf-8")
     (root / "text" / "request_hq.json").write_text(json.dumps({n: "Make the bangs longer." for n in HQ}, indent=2))
-    for name in STANDARD:
-        save_face(root / "img_align_celeba" / name, rng, (178, 218))
-    for name in HQ:
-        save_face(root / "image" / name, rng, (128, 128))
+    for name, row in zip(STANDARD, degrees.tolist()):
+        save_face(root / "img_align_celeba" / name, look(row, rng), rng, (178, 218))
+    for name, row in zip(HQ, degrees[len(STANDARD):].tolist()):
+        save_face(root / "image" / name, look(row, rng), rng, (128, 128))
     empty_wise = 2  # the "" and the null above
     return {"splits": {}, "attributes": len(STANDARD), "overall": len(STANDARD) - 1 + len(HQ),
             "attribute_wise": 5 * (len(STANDARD) + len(HQ)) - empty_wise, "hq": HQ, "degrees": degrees}
+
+
+def look(row: list[int], rng: np.random.Generator) -> Look:
+    """What a row of degrees (COLUMNS order) draws: any degree of glasses, beard or smile; grey hair
+    from "elderly" (Young 4) on. Bangs are not drawn."""
+    degree = dict(zip(COLUMNS, row))
+    hair = "gray" if degree["Young"] >= OLD else some_hair(rng)
+    return Look(hair=hair, long_hair=bool(rng.random() < 0.5), mouth="smile" if degree["Smiling"] else "flat",
+                eyeglasses=degree["Eyeglasses"] > 0, beard=degree["No_Beard"] > 0)
 
 
 def _entry(row: list[int]) -> dict:

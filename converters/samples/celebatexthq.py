@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facecorpus.converters.samples.faces import save_face
+from facecorpus.converters.samples.faces import look_from_captions, save_face
 
 CAPTIONS = {
     1: ["This woman has long black hair and a pointed chin.", "She is young, with arched eyebrows."],
@@ -34,7 +34,7 @@ def write(root: Path, seed: int = 0) -> dict:
         path = root / "captions" / f"{idx}.txt"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes("".join(f"{line}\n" for line in lines).encode("utf-8"))
-        save_face(root / "CelebAimg" / f"{idx}.jpg", rng, IMAGE_SIZE)
+        save_face(root / "CelebAimg" / f"{idx}.jpg", look_from_captions(lines, rng), rng, IMAGE_SIZE)
     (root / "data_flist").mkdir(parents=True, exist_ok=True)
     for split, ids in FLISTS.items():
         text = "".join(f"data/CelebAText-HQ/CelebAimg/{i}.jpg\n" for i in ids)

@@ -8,8 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from facecorpus.converters.samples.faces import save_face
+from facecorpus.converters.expw import EXPRESSION
+from facecorpus.converters.samples.faces import EXPRESSION_MOUTH, draw, look_for_person, save
 
 LABEL_FILE = "label/label.lst"
 # Real rows (top left right bottom confidence expression); angry_actor_120 holds two faces, and its
@@ -32,11 +34,20 @@ README = ("\ufefflabel.lst\uff1a each line indicates an image as follows:\nimage
               ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"))))
 
 
+def picture(rng: np.random.Generator, faces: list[list[str]]) -> Image.Image:
+    """A 420x400 picture with one face per row (`face top left right bottom confidence expression`) in
+    its box, the bigger faces first so a small one in front of a big one stays whole."""
+    boxes = [(int(left), int(top), int(right), int(bottom)) for _, top, left, right, bottom, *_ in faces]
+    looks = [look_for_person(rng, mouth=EXPRESSION_MOUTH[EXPRESSION[int(f[-1])]]) for f in faces]
+    order = sorted(range(len(faces)), key=lambda i: -(boxes[i][2] - boxes[i][0]) * (boxes[i][3] - boxes[i][1]))
+    return draw((420, 400), [(looks[i], boxes[i]) for i in order], int(rng.integers(2**32)))
+
+
 def write(root: Path, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     (root / "label").mkdir(parents=True, exist_ok=True)
     (root / LABEL_FILE).write_bytes(("\n".join(ROWS) + "\n").encode())
     (root / "label/readme.txt").write_bytes(README.encode())
     for name in sorted({row.split()[0] for row in ROWS}):
-        save_face(root / "image/origin" / name, rng, (420, 400))
+        save(root / "image/origin" / name, picture(rng, [row.split()[1:] for row in ROWS if row.startswith(name + " ")]))
     return {"splits": {"none": len(ROWS)}, "texts": TEXTS, "bboxes": BBOXES, "images": 5, "label_file": LABEL_FILE}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facecorpus.converters.samples.faces import save_face
+from facecorpus.converters.samples.faces import look_for_person, save_face
 
 HEADER = "file,age,gender,race,service_test"
 TRAIN = [  # the first two are the real first rows of fairface_label_train.csv
@@ -32,7 +32,10 @@ def write(root: Path, seed: int = 0) -> dict:
     root.mkdir(parents=True, exist_ok=True)
     for name, rows in (("fairface_label_train.csv", TRAIN), ("fairface_label_val.csv", VAL)):
         (root / name).write_bytes(("\n".join([HEADER, *rows]) + "\n").encode())
-        for row in rows:
-            save_face(root / row.split(",")[0], rng, (224, 224))  # padding-0.25 face chips are 224 px
+        for row in rows:  # grey hair from the 60-69 bin on, long hair on women
+            file, age, gender, *_ = row.split(",")
+            youngest = int(age.split("-")[0]) if "-" in age else int(age.split()[-1])  # "more than 70": 70
+            look = look_for_person(rng, age=youngest, female=gender == "Female")
+            save_face(root / file, look, rng, (224, 224))  # padding-0.25 face chips are 224 px
     # val is FairFace's held-out evaluation set, hence `test`.
     return {"splits": {"train": len(TRAIN), "test": len(VAL)}, "texts": TEXTS}

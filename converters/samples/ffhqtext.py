@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facecorpus.converters.samples.faces import save_face
+from facecorpus.converters.samples.faces import look_from_captions, save_face
 
 CAPTIONS = {
     "00012": ["The woman has long brown hair and brown eyes.", "She is smiling with her teeth showing.",
@@ -30,7 +30,7 @@ def write(root: Path, seed: int = 0) -> dict:
         path = root / "Text" / f"{stem}.txt"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes("".join(f"{line}\n" for line in lines).encode("utf-8"))
-        save_face(root / "Image" / f"{stem}.png", rng, IMAGE_SIZE)
+        save_face(root / "Image" / f"{stem}.png", look_from_captions(lines, rng), rng, IMAGE_SIZE)
     for folder, stems in SPLITS.items():
         (root / folder).mkdir(parents=True, exist_ok=True)
         with open(root / folder / "filenames.pickle", "wb") as fh:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facecorpus.converters.samples.faces import save_face
+from facecorpus.converters.samples.faces import BALD, Look, save_face
 
 KEYS = ("image_name", "skin_color", "lip_color", "eye_color", "hair", "hair_color", "gender", "earring", "smile",
         "frontal_face", "style")
@@ -26,6 +26,8 @@ TEST = [
     ("photo3/image0113", [105.2, 105.0, 104.9], [47.1, 79.2, 79.0], 0, 1, 0, 1, 1, 0, 0),
     ("photo3/image0200", [220.0, 20.0, 60.0], [139.0, 69.0, 19.0], 0, 0, 1, 0, 0, 1, 2),
 ]
+# hair_color code -> drawn hair (FS2K: 0 brown, 1 black, 2 red, 3 no hair, 4 golden)
+DRAWN_HAIR = {0: "brown", 1: "black", 2: "red", 3: BALD, 4: "blond"}
 TEXTS = {
     "fs2k/photo1-image0110/attributes/0": "fs2k gender: male; hair: true; hair color: red; lip color: sienna; "
                                            "eye color: sienna; earring: false; smile: false; frontal face: false",
@@ -42,6 +44,13 @@ def entry(row: tuple, rng: np.random.Generator) -> dict:
     return dict(zip(KEYS, [name, point, lip, eye, *codes]))
 
 
+def look(row: tuple) -> Look:
+    """What an entry draws: its hair (0: with hair) and hair colour, long hair on women, its smile (0: smiling)."""
+    entry = dict(zip(KEYS, (row[0], None, *row[1:])))
+    hair = BALD if entry["hair"] else DRAWN_HAIR[entry["hair_color"]]
+    return Look(hair=hair, long_hair=hair != BALD and entry["gender"] == 1, mouth="flat" if entry["smile"] else "smile")
+
+
 def write(root: Path, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
@@ -50,5 +59,5 @@ def write(root: Path, seed: int = 0) -> dict:
         (root / file).write_text(json.dumps([entry(r, rng) for r in rows]), encoding="utf-8")
         for r in rows:
             suffix = ".JPG" if r[0] == "photo3/image0449" else ".jpg"
-            save_face(root / "photo" / f"{r[0]}{suffix}", rng, (125, 160))
+            save_face(root / "photo" / f"{r[0]}{suffix}", look(r), rng, (125, 160))
     return {"splits": {"train": len(TRAIN), "test": len(TEST)}, "texts": TEXTS}

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from facecorpus.converters.samples.faces import save_face
+from facecorpus.converters.imdbwiki import ages
+from facecorpus.converters.samples.faces import look_for_person, save_face
 
 NAN, NO_FACE = math.nan, -math.inf
 # (dob datenum, photo_taken, full_path, gender, name, face_location, face_score, second_face_score):
@@ -89,8 +90,10 @@ def write(root: Path, seed: int = 0, parts: tuple[str, ...] = ("wiki", "imdb")) 
         folder = root / f"{part}_crop"
         folder.mkdir(parents=True, exist_ok=True)
         scipy.io.savemat(folder / f"{part}.mat", {part: struct(rows, celebs)}, do_compression=True)
-        for entry in rows:
-            save_face(folder / entry[2], rng, (120, 120))
+        years = ages(np.array([e[0] for e in rows], np.float64), np.array([e[1] for e in rows], np.float64))
+        for entry, age in zip(rows, years):  # grey hair when old, long hair on women (gender 0)
+            look = look_for_person(rng, age=float(age), female=None if math.isnan(entry[3]) else entry[3] == 0)
+            save_face(folder / entry[2], look, rng, (120, 120))
     n = sum(len(entries[p][0]) for p in parts)
     filtered = FILTERED if "wiki" in parts else {}
     return {"splits": {}, "records": n - sum(filtered.values()), "filtered": filtered, "texts": TEXTS}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facecorpus.converters.samples.faces import save_face
+from facecorpus.converters.samples.faces import look_from_captions, save_face
 
 CAPTIONS = {
     0: ["The woman has wavy hair, and arched eyebrows. ", "She is attractive and wears lipstick.",
@@ -35,7 +35,7 @@ def write(root: Path, seed: int = 0) -> dict:
         path = root / "text" / "celeba-caption" / f"{idx}.txt"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes("".join(f"{line}\n" for line in lines).encode("ascii"))
-        save_face(root / "image" / "images" / f"{idx}.jpg", rng, IMAGE_SIZE)
+        save_face(root / "image" / "images" / f"{idx}.jpg", look_from_captions(lines, rng), rng, IMAGE_SIZE)
     for split, ids in SPLITS.items():
         (root / split).mkdir(parents=True, exist_ok=True)
         with open(root / split / "filenames.pickle", "wb") as fh:

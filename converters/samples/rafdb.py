@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from facecorpus.converters.samples.faces import save_face
+from facecorpus.converters.rafdb import EXPRESSION
+from facecorpus.converters.samples.faces import EXPRESSION_MOUTH, look_for_person, save_face
 
 LABEL_FILE = "basic/EmoLabel/list_patition_label.txt"
 # Real names and labels: train names have 5 digits, test names 4; labels 1-7 in RAF-DB's order.
@@ -22,6 +23,7 @@ def write(root: Path, seed: int = 0) -> dict:
     path = root / LABEL_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes("\n".join(f"{name} {label}" for name, label in ROWS).encode())  # no newline at the end
-    for name, _ in ROWS:
-        save_face(root / "basic/Image/aligned" / name.replace(".jpg", "_aligned.jpg"), rng, (100, 100))
+    for name, label in ROWS:
+        look = look_for_person(rng, mouth=EXPRESSION_MOUTH[EXPRESSION[label]])
+        save_face(root / "basic/Image/aligned" / name.replace(".jpg", "_aligned.jpg"), look, rng, (100, 100))
     return {"splits": {"train": 4, "test": 3}, "texts": TEXTS, "label_file": LABEL_FILE}
