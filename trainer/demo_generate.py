@@ -28,7 +28,7 @@ def run(out: Path, console, seed: int = 0) -> dict:
     codes = gen.generate_images(model, builder, [PROMPT], gen.Sampling(top_k=70), g)
     face = samples / "face-0.png"
     to_pil(vqgan.decode(codes)[0]).save(face)
-    again = vqgan.encode(preprocess(load_image(face))[None]).reshape(1, -1)
+    again = vqgan.encode(preprocess(load_image(face), size=vqgan.code_grid.resolution)[None]).reshape(1, -1)
     caption = gen.generate_captions(model, builder, again, gen.Sampling(top_k=70), g)[0]
     (samples / "caption-0.txt").write_text(caption + "\n", encoding="utf-8")
     console.print(f"to image: {PROMPT!r} -> {face}")

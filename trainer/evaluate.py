@@ -179,7 +179,8 @@ def real_image_batches(real_images: Path | None, samples: list[Sample], vqgan, b
         files = sorted(p for p in Path(real_images).rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
         if len(files) < 2:
             raise EvaluationError(f"{real_images}: needs at least 2 .png/.jpg images, found {len(files)}")
-        arrays = [torch.from_numpy(preprocess_uint8(load_image(f))).movedim(-1, 0) for f in files]
+        size = vqgan.code_grid.resolution
+        arrays = [torch.from_numpy(preprocess_uint8(load_image(f), size=size)).movedim(-1, 0) for f in files]
         return [torch.stack(arrays[i:i + batch_size]) for i in range(0, len(arrays), batch_size)], f"{len(files)} files in {real_images}"
     uniq = _by_image(samples)
     codes = _codes(uniq)

@@ -9,7 +9,6 @@ one line, never as a traceback.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,19 +100,15 @@ def pick_vqgan(loaded: Loaded, vqgan: str | None, vqgan_ckpt: Path | None, devic
 
 def encode_images(paths: list[Path], vqgan) -> torch.Tensor:
     """Input images through the tokenization preprocessing (facecorpus.preprocess) -> [N, grid.count]
-    codes. An image that cannot be read, or one so large that PIL suspects a decompression bomb (a
-    warning by default, an error at twice its limit), is refused naming the file."""
-    from PIL import Image
-
+    codes. An image that cannot be read, or that load_image refuses (a decompression bomb, pixels with
+    no faithful 8-bit picture: ImageDecodeError, a ValueError), is refused naming the file."""
     from facecorpus.preprocess import load_image, preprocess
 
     images = []
     for p in paths:
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                images.append(preprocess(load_image(p)))
-        except (OSError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+            images.append(preprocess(load_image(p), size=vqgan.code_grid.resolution))
+        except (OSError, ValueError) as err:
             raise InferenceError(f"{p}: cannot use this input image: {str(err)[:200]}") from None
     return vqgan.encode(torch.stack(images)).reshape(len(paths), -1).cpu()
 
