@@ -3,6 +3,10 @@
 A failure never stops a run; it becomes a ledger row. Every run retries the images that are not in
 the cache, ledgered ones included, and records its own failures, so the ledger that counts is the
 latest entry per image_id among images still missing from the cache.
+
+Stages: `refused` (the path resolves outside its dataset's raw folder), `read` (missing, not a
+regular file, empty), `decode` (not an image, or no faithful 8-bit RGB picture), `preprocess` (a face
+box that does not fit the image), `encode` (the VQGAN failed on it).
 """
 
 from __future__ import annotations
@@ -12,9 +16,9 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from facecorpus.shards.cache import _parts, write_part
+from facecorpus.shards.cache import parts, write_part
 
-STAGES = ("read", "decode", "preprocess", "encode")
+STAGES = ("refused", "read", "decode", "preprocess", "encode")
 SCHEMA = pa.schema([
     ("image_id", pa.string()),
     ("path", pa.string()),
@@ -37,7 +41,7 @@ def append(cache: Path, rows: list[dict]) -> None:
 def read_ledger(cache: Path, cached: set[str] | None = None) -> list[dict]:
     """Current failures: latest row per image_id, leaving out images now in the cache."""
     latest: dict[str, dict] = {}
-    for part in _parts(Path(cache) / "ledger"):  # parts sort oldest first
+    for part in parts(Path(cache) / "ledger"):  # parts sort oldest first
         for row in pq.read_table(part, schema=SCHEMA).to_pylist():
             latest[row["image_id"]] = row
     cached = cached or set()
