@@ -1,0 +1,124 @@
+"""Ray for `tokenize`: join a running cluster, or run one inside this process that never outlives it.
+
+Joining (`--ray-address HOST:PORT`) is Ray's own `ray.init(address=...)`, with Ray's token
+authentication as Ray documents it: since Ray 2.59 a cluster started with `ray start --head` on a
+machine that holds a token (~/.ray/auth_token, which any local `ray.init()` creates) requires it, and
+a driver sends it only when it runs with RAY_AUTH_MODE=token and can read the token (RAY_AUTH_TOKEN,
+RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token). Ray deliberately never sends a token to an address it was
+given explicitly unless told to, and neither does facecorpus; a join that fails is one RayJoinError
+line that says what to do.
+
+Without an address, Ray starts inside this process (`address="local"`: never a cluster that
+RAY_ADDRESS or /tmp/ray/ray_current_cluster points to), watched by raywatch so that none of its
+processes outlives this one, however this one ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+
+AUTH_HELP = ("make the cluster's token readable here (~/.ray/auth_token, RAY_AUTH_TOKEN_PATH=FILE or "
+             "RAY_AUTH_TOKEN; `ray get-auth-token` on the head prints it)")
+
+
+class RayJoinError(ValueError):
+    """The Ray cluster named by --ray-address could not be joined; the message says what to do."""
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None):
+    """Ray for the duration of the block: the caller's if Ray already runs in this process (tests,
+    benchmarks and notebooks end their own), else the cluster at `address`, else an embedded one."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    if address:
+        join(address)
+        try:
+            yield
+        finally:
+            ray.shutdown()  # disconnects this driver; the cluster runs on
+        return
+    watchdog = _start_watchdog()
+    try:
+        context = ray.init(address="local", **_QUIET)
+        watchdog.stdin.write(f"{context.address_info['session_dir']}\n".encode())
+        watchdog.stdin.flush()
+        yield
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        watchdog.stdin.close()  # the watchdog ends whatever of this session is still running
+        watchdog.wait()
+
+
+_QUIET = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING,
+          "configure_logging": True}
+
+
+def _start_watchdog() -> subprocess.Popen:
+    # Its own session: a kill of this process group must not take the watchdog with it.
+    return subprocess.Popen([sys.executable, "-m", "facecorpus.shards.raywatch", str(os.getpid())],
+                            stdin=subprocess.PIPE, start_new_session=True)
+
+
+def join(address: str) -> None:
+    """Connect this driver to the running cluster at `address`, or raise one RayJoinError line."""
+    import ray
+
+    with tempfile.TemporaryFile() as log:
+        try:
+            # Ray's C++ client logs each of its ~20 connection attempts to stderr: held back, and
+            # shown only if the join succeeds (then they are Ray's notes, not a failure's noise).
+            with _stderr_to(log):
+                ray.init(address=address, **_QUIET)
+        except Exception as exc:  # noqa: BLE001 - every way a join fails becomes one line for the user
+            log.seek(0)
+            raise _join_error(address, exc, log.read().decode(errors="replace")) from None
+        log.seek(0)
+        sys.stderr.write(log.read().decode(errors="replace"))
+
+
+@contextlib.contextmanager
+def _stderr_to(file):
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(file.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _join_error(address: str, exc: BaseException, log: str = "") -> RayJoinError:
+    from ray.exceptions import AuthenticationError
+
+    chain, e = [], exc
+    while e is not None and e not in chain:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    first = next((str(e).strip().splitlines()[0] for e in chain if str(e).strip()), type(exc).__name__)[:200]
+    at = f"cannot join the Ray cluster at {address}"
+    # Ray reports a refused token as an AuthenticationError, or only inside the text of the error
+    # (and log lines) of its retried connection attempts.
+    said = " ".join(str(e) for e in chain) + log
+    if any(isinstance(e, AuthenticationError) for e in chain) or "InvalidAuthToken" in said:
+        if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+            return RayJoinError(f"{at}: it requires token authentication. Set RAY_AUTH_MODE=token and {AUTH_HELP}.")
+        return RayJoinError(f"{at}: it refused the token this process sent (RAY_AUTH_MODE=token): {AUTH_HELP}.")
+    if address.startswith("ray://") and "ray[client]" in first:
+        return RayJoinError(f"{at}: ray:// (Ray Client) addresses need `pip install 'ray[client]'`; or give "
+                            "the head's HOST:PORT (port 6379 for `ray start --head`).")
+    if isinstance(exc, ConnectionError):
+        return RayJoinError(f"{at}: {first}. Start one with `ray start --head` there, check HOST:PORT (port 6379 "
+                            "for `ray start --head`), or leave out --ray-address to run Ray inside this process.")
+    return RayJoinError(f"{at}: {type(exc).__name__}: {first}")
