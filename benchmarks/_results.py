@@ -1,9 +1,8 @@
 """What every benchmark does first (import this module before anything else) and last (`append`).
 
-First: `python benchmarks/x.py` puts this folder at the head of sys.path, where benchmarks/tokenize.py
-would shadow the standard library's `tokenize` (imported by logging, inspect, torch): take the folder
-off the path. A bare checkout without facecorpus installed (the lent GPU machines) gets the top-level
-folders mapped into the `facecorpus.*` namespace as pyproject's package-dir does.
+First: a bare checkout without facecorpus installed (the lent GPU machines) gets the top-level
+folders mapped into the `facecorpus.*` namespace as pyproject's package-dir does, and the tests'
+helper modules (tests/tokenkit.py: generated manifests, stand-in encoders) become importable.
 Last: `append` prints a result block with machine and date and adds it to benchmarks/RESULTS.md.
 """
 
@@ -14,8 +13,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-sys.path.append(str(ROOT))  # last: an installed facecorpus wins
+sys.path += [str(ROOT), str(ROOT / "tests")]  # last: an installed facecorpus wins
 
 try:
     import facecorpus.trainer  # noqa: F401 - any mapped subpackage tells an installed package apart

@@ -43,35 +43,45 @@ def table(title: str, items: dict) -> Table:
 @click.option("--ckpt", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="VQGAN weights: a VQModel checkpoint or the Net2NetTransformer one (VQGAN under first_stage_model.).")
 @click.option("--cache", type=FOLDER, required=True, help="Token cache folder; grows run by run, a rerun resumes.")
-@click.option("--ray-address", help="Join this Ray cluster (e.g. ray://head:10001 or auto); default: embedded local Ray.")
+@click.option("--ray-address", envvar="RAY_ADDRESS", show_envvar=True,
+              help="Join the running Ray cluster at HOST:PORT (the head's GCS port, 6379 for `ray start --head`); "
+                   "default: Ray inside this process, ended with it. A cluster with token authentication "
+                   "(Ray >= 2.59's default once a token exists) needs RAY_AUTH_MODE=token and its token here "
+                   "(~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN).")
+@click.option("--allow-outside-links", is_flag=True,
+              help="Read images whose path resolves (through a symlink) outside their dataset's raw folder; "
+                   "by default they are refused and ledgered (stage `refused`). Either way they are counted.")
 @click.option("--compile", "compile_", is_flag=True,
               help="GPUs: torch.compile the encoder (about 25 s per actor; doubles an H100's encode rate, worth it past ~50k images).")
 @click.option("--trust-checkpoint", is_flag=True,
               help="Allow a legacy Lightning checkpoint that pickles objects besides tensors (runs its pickled code).")
-@click.option("--batch-size", type=int, help="Images per encoder batch (default 256 per GPU, 32 on CPU).")
-@click.option("--actors", type=int, help="Encoder actors (default: one per GPU, else CPUs / --cpus-per-actor).")
-@click.option("--cpus-per-actor", type=int, help="CPU only: threads per encoder actor (default min(4, CPUs)).")
-@click.option("--part-rows", type=int, default=4096, show_default=True,
+@click.option("--batch-size", type=click.IntRange(min=1), help="Images per encoder batch (default 256 per GPU, 32 on CPU).")
+@click.option("--actors", type=click.IntRange(min=1), help="Encoder actors (default: one per GPU, else CPUs / --cpus-per-actor).")
+@click.option("--cpus-per-actor", type=click.IntRange(min=1), help="CPU only: threads per encoder actor (default min(4, CPUs)).")
+@click.option("--part-rows", type=click.IntRange(min=1), default=4096, show_default=True,
               help="Images per cache part written: the most a killed run loses.")
 @click.option("--raw-root", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Where the raw dataset folders are now (RAW_ROOT/celeba, ...), if they moved since `convert`.")
-def tokenize(manifest, vqgan, ckpt, cache, ray_address, compile_, trust_checkpoint, batch_size, actors, cpus_per_actor,
-             part_rows, raw_root):
+def tokenize(manifest, vqgan, ckpt, cache, ray_address, allow_outside_links, compile_, trust_checkpoint, batch_size,
+             actors, cpus_per_actor, part_rows, raw_root):
     """Encode every unique image of MANIFEST once with a VQGAN into the token cache.
 
     Images already in --cache are skipped, so a killed run resumes where it stopped. Ray tasks read,
-    decode and preprocess (facecorpus.preprocess.POLICY); an actor pool encodes (one GPU per actor,
-    bf16 autocast, when there are GPUs). Images that fail (missing, empty, corrupt, encoder error)
-    go to CACHE/ledger with the stage and message; the run goes on and the counts add up."""
-    from facecorpus.shards.pipeline import Options
-    from facecorpus.shards.pipeline import tokenize as run
+    decode and preprocess (facecorpus.preprocess.POLICY: EXIF orientation, 16-bit and float pixels
+    scaled, alpha over white, resized to the VQGAN's resolution); an actor pool encodes (one GPU per
+    actor when there are GPUs, the encoder's weights in bf16 and the code search in float32; float32
+    throughout on CPU). Images that fail (missing, not a regular file, outside their dataset folder,
+    empty, corrupt, no faithful picture, encoder error) go to CACHE/ledger with the stage and reason;
+    the run goes on and the counts add up."""
+    from facecorpus.shards.tokenization import Options
+    from facecorpus.shards.tokenization import tokenize as run
 
     from facecorpus.vqgan import VQGANError
 
     console = Console(stderr=True)
     opts = Options(vqgan=str(vqgan), ckpt=str(ckpt) if ckpt else None, trust_checkpoint=trust_checkpoint, compile=compile_,
                    ray_address=ray_address, batch_size=batch_size, actors=actors, cpus_per_actor=cpus_per_actor,
-                   part_rows=part_rows, raw_root=raw_root)
+                   part_rows=part_rows, allow_outside_links=allow_outside_links, raw_root=raw_root)
     try:
         with progress_bar(console) as progress:
             summary = run(manifest, cache, opts, progress)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from facecorpus.shards.cli import progress_bar, table
-from facecorpus.shards.pipeline import Options, tokenize
+from facecorpus.shards.tokenization import Options, tokenize
 from facecorpus.shards.verify import verify
 from facecorpus.shards.writer import shard
 

@@ -17,7 +17,7 @@ from facecorpus.shards import format as fmt
 from facecorpus.shards import writer
 from facecorpus.shards.cli import shard as shard_cmd
 from facecorpus.shards.cli import verify as verify_cmd
-from facecorpus.shards.sample import make_manifest, tokenize_in_process
+from tokenkit import make_manifest, tokenize_in_process
 from facecorpus.shards.verify import verify
 from facecorpus.shards.writer import ShardError, shard
 from shardkit import IDENTITY, edit_index, record, rewrite_tar, write_shards

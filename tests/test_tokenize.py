@@ -1,8 +1,12 @@
-"""`facecorpus tokenize` on local Ray: ledger, resume, injected encoder failures, golden codes, interop."""
+"""`facecorpus tokenize` on local Ray: ledger, resume, injected encoder failures, golden codes, interop,
+and the read stage's refusals (links out of the dataset folder, FIFOs, pixels with no faithful picture)."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -10,13 +14,18 @@ import pytest
 import torch
 from facecorpus.shards import cache as cache_mod
 from facecorpus.shards import ledger
-from facecorpus.shards.pipeline import Options, plan, read_rows, tokenize
-from facecorpus.shards.sample import FaultProbe, make_manifest, null_vqgan
+from facecorpus.shards.encoder import Encoder
+from facecorpus.shards.reading import OK, read_one
+from facecorpus.shards.tokenization import Options, plan, read_rows, tokenize
+from PIL import Image
 
+from facecorpus.codes import FFHQ_F16
 from facecorpus.preprocess import load_image, preprocess, to_model_input
 from facecorpus.vqgan import load_vqgan
+from tokenkit import NullVQGAN, ProbedVQGAN, image_digests, make_manifest, null_vqgan, write_manifest
 
 N_IMAGES = 100  # + 4 broken files; 1 injected encoder failure = 1%
+SIZE = FFHQ_F16.resolution
 
 
 @pytest.fixture(scope="module")
@@ -29,18 +38,19 @@ def ray_session():
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, ray_session):
-    """First run with 1% injected encoder failures, then a clean rerun; both probes' logs."""
+    """First run with 1% injected encoder failures, then a clean rerun; what each one's encoder saw."""
     root = tmp_path_factory.mktemp("tok")
     manifest = make_manifest(root, N_IMAGES, seed=1)
-    ids = sorted(plan(manifest)["image_id"])
-    inject = {i for i in ids if not any(b in i for b in ("missing", "empty", "truncated", "garbage"))}
-    inject = set(sorted(inject)[::100])
-    first = FaultProbe(root / "calls1.txt", inject)
-    s1 = tokenize(manifest, root / "cache", Options(probe=first, part_rows=64, batch_size=16))
+    digests = image_digests(manifest)  # image_id -> the pixels the encoder receives, by digest
+    assert len(set(digests.values())) == len(digests) == N_IMAGES
+    inject = set(sorted(digests)[::100])
+    first = ProbedVQGAN(root / "calls1.txt", {digests[i] for i in inject})
+    s1 = tokenize(manifest, root / "cache", Options(part_rows=64, batch_size=16), load_model=first)
     led1 = ledger.read_ledger(root / "cache", cache_mod.cached_ids(root / "cache"))
-    second = FaultProbe(root / "calls2.txt")
-    s2 = tokenize(manifest, root / "cache", Options(probe=second, part_rows=64, batch_size=16))
-    return {"root": root, "manifest": manifest, "inject": inject, "s1": s1, "s2": s2, "led1": led1, "first": first, "second": second}
+    second = ProbedVQGAN(root / "calls2.txt")
+    s2 = tokenize(manifest, root / "cache", Options(part_rows=64, batch_size=16), load_model=second)
+    return {"root": root, "manifest": manifest, "inject": inject, "s1": s1, "s2": s2, "led1": led1,
+            "first": first, "second": second, "digests": digests}
 
 
 def test_failures_are_ledgered_by_stage_and_counts_add_up(run):
@@ -61,15 +71,14 @@ def test_failures_are_ledgered_by_stage_and_counts_add_up(run):
 
 def test_rerun_retries_only_the_ledgered_images(run):
     s2 = run["s2"]
-    # Broken files fail before the encoder; the injected ones are the only encoder calls.
-    calls = run["second"].calls()
-    assert sorted(calls) == sorted(run["inject"])
+    # Broken files fail before the encoder; the injected one is the only image encoded again.
+    by_digest = {d: i for i, d in run["digests"].items()}
+    assert [by_digest[d] for d in run["second"].calls()] == sorted(run["inject"])
     assert s2["cached_before"] == N_IMAGES - 1 and s2["encoded"] == 1
     assert s2["cached"] == N_IMAGES and s2["ledgered"] == 4 and s2["accounted"]
     assert s2["ledgered_encode"] == 0
     # The first run called the encoder for every readable image (and again, alone, for the failing batches).
-    assert set(run["first"].calls()) == {i for i in plan(run["manifest"])["image_id"]
-                                         if i.split("/")[1].startswith("i")}
+    assert set(run["first"].calls()) == set(run["digests"].values())
 
 
 def test_golden_pipeline_codes_equal_in_process_encode(run):
@@ -83,10 +92,21 @@ def test_golden_pipeline_codes_equal_in_process_encode(run):
     for image_id in check:
         row = images.loc[image_id]
         box = [int(v) for v in row["bbox"].split(",")] if row["bbox"] else None
-        x.append(preprocess(load_image(Path(row["path"])), box))
+        x.append(preprocess(load_image(Path(row["path"])), box, size=model.code_grid.resolution))
     want = model.encode(torch.stack(x)).reshape(len(check), -1).numpy()
     assert np.array_equal(np.stack([got[i] for i in check]).astype(np.int64), want)
     assert any(images.loc[i, "bbox"] for i in check)
+
+
+def test_cache_identity_records_the_code_grid_and_the_codes_follow_it(run):
+    identity = cache_mod.read_identity(run["root"] / "cache")
+    assert {k: identity["vqgan"][k] for k in ("codebook_size", "grid", "resolution")} == FFHQ_F16.as_dict()
+    assert cache_mod.code_grid(run["root"] / "cache") == FFHQ_F16
+    table = cache_mod.codes_table(["a"], np.arange(441).reshape(21, 21) % 8192,
+                                  {**identity["vqgan"], "codebook_size": 8192, "grid": [21, 21], "resolution": 336})
+    assert table.schema.field("codes").type.list_size == 441  # a 21x21 VQGAN's 441 codes, not 256
+    with pytest.raises(cache_mod.CacheError, match="outside the codebook of 1024"):
+        cache_mod.codes_table(["a"], np.full(256, 1024), identity["vqgan"])
 
 
 def test_other_vqgan_on_same_cache_is_refused(run, tmp_path):
@@ -98,13 +118,21 @@ def test_other_vqgan_on_same_cache_is_refused(run, tmp_path):
         tokenize(run["manifest"], run["root"] / "cache", Options(ckpt=str(ckpt)))
 
 
+def test_a_cache_of_an_earlier_preprocessing_is_refused_by_name(run, tmp_path):
+    identity = cache_mod.read_identity(run["root"] / "cache")
+    old = tmp_path / "old"
+    old.mkdir()
+    earlier = {"name": "facecorpus-preprocess/1", "resize": "to 256x256 ignoring aspect ratio"}
+    (old / cache_mod.IDENTITY).write_text(json.dumps({"vqgan": identity["vqgan"], "preprocess": earlier}))
+    with pytest.raises(cache_mod.CacheError, match=r"'facecorpus-preprocess/1', an earlier policy .*new --cache"):
+        cache_mod.open_cache(old, identity["vqgan"], identity["preprocess"])
+
+
 def test_shards_read_back_through_ray_read_webdataset(run, ray_session, tmp_path):
     from facecorpus.shards.writer import shard
 
     out = tmp_path / "shards"
     shard(run["manifest"], run["root"] / "cache", out, samples_per_shard=50, seed=3)
-    import json
-
     index = json.loads((out / "index.json").read_text())
     paths = [str(out / s["path"]) for s in index["shards"]]
     rows = ray_session.data.read_webdataset(paths, decoder=None).take_all()
@@ -128,8 +156,10 @@ def test_cli_help_and_clear_error_without_weights(tmp_path):
     from click.testing import CliRunner
     from facecorpus.shards.cli import tokenize as tokenize_cmd
 
-    r = CliRunner().invoke(tokenize_cmd, ["--help"])
+    r = CliRunner().invoke(tokenize_cmd, ["--help"], terminal_width=200)
     assert r.exit_code == 0 and "--ray-address" in r.output and "ledger" in r.output
+    assert "autocast" not in r.output and "weights in bf16" in r.output  # what the encoder runs in now
+    assert "--allow-outside-links" in r.output and "RAY_AUTH_MODE=token" in r.output
     manifest = make_manifest(tmp_path, 2, broken=False, captions=False)
     r = CliRunner().invoke(tokenize_cmd, [str(manifest), "--vqgan", "ffhq-f16", "--cache", str(tmp_path / "c")])
     assert r.exit_code == 1 and "ships no weights: pass --ckpt" in r.output
@@ -138,12 +168,73 @@ def test_cli_help_and_clear_error_without_weights(tmp_path):
 def test_null_encoder_run_accounts_for_every_image(run, tmp_path):
     """The benchmark's stand-in encoder goes through the same plumbing: every readable image cached
     (as zero codes, under the stand-in's own identity), the broken ones ledgered."""
-    s = tokenize(run["manifest"], tmp_path / "null", Options(model=null_vqgan, batch_size=16, part_rows=40))
+    s = tokenize(run["manifest"], tmp_path / "null", Options(batch_size=16, part_rows=40), load_model=null_vqgan)
     assert s["accounted"] and s["encoded"] == s["cached"] == N_IMAGES and s["ledgered"] == 4
     assert s["vqgan"] == "null-encoder"
     codes = cache_mod.read_codes(tmp_path / "null").column("codes").to_numpy(zero_copy_only=False)
     assert len(codes) == N_IMAGES and not np.stack(codes).any()
     assert cache_mod.read_identity(tmp_path / "null")["vqgan"]["checkpoint_sha256"] == "null"
+
+
+@pytest.fixture
+def odd_files(tmp_path) -> Path:
+    """A dataset folder holding what a hostile or careless download can: a link out of the folder, a
+    link inside it, a FIFO, a folder and a float TIFF under image names, and a 16-bit grey PNG."""
+    raw = tmp_path / "raw" / "celeba"
+    (raw / "img").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    secret = tmp_path / "elsewhere" / "secret.png"
+    Image.new("RGB", (40, 40), (9, 9, 9)).save(secret)
+    grey = (np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)
+    Image.fromarray(grey).save(raw / "img" / "grey16.png")
+    os.symlink(secret, raw / "img" / "out.png")
+    os.symlink(raw / "img" / "grey16.png", raw / "img" / "in.png")
+    os.mkfifo(raw / "img" / "fifo.png")
+    (raw / "img" / "folder.png").mkdir()
+    Image.fromarray(np.full((8, 8), 200.0, np.float32)).save(raw / "img" / "float.tif")
+    names = ("grey16.png", "out.png", "in.png", "fifo.png", "folder.png", "float.tif")
+    return write_manifest(tmp_path, "celeba", {n.split(".")[0]: f"img/{n}" for n in names})
+
+
+@pytest.mark.slow
+def test_links_out_of_the_dataset_folder_are_refused_unless_allowed_and_always_counted(odd_files, ray_session,
+                                                                                         tmp_path):
+    cache = tmp_path / "cache"
+    s = tokenize(odd_files, cache, Options(batch_size=4), load_model=null_vqgan)
+    by = {r["image_id"]: r for r in ledger.read_ledger(cache, cache_mod.cached_ids(cache))}
+    assert s["accounted"] and s["cached"] == 2 and cache_mod.cached_ids(cache) == {"celeba/grey16", "celeba/in"}
+    assert s["ledgered_refused"] == 1 and by["celeba/out"]["stage"] == "refused"
+    assert "outside its dataset folder" in by["celeba/out"]["message"] and s["read_outside_links"] == 0
+    assert by["celeba/fifo"]["stage"] == "read" and by["celeba/fifo"]["message"] == "not a regular file (a FIFO)"
+    assert by["celeba/folder"]["message"] == "not a regular file (a folder)" and s["ledgered_read"] == 2
+    assert by["celeba/float"]["stage"] == "decode" and "not [0, 1]" in by["celeba/float"]["message"]
+    again = tokenize(odd_files, cache, Options(batch_size=4, allow_outside_links=True), load_model=null_vqgan)
+    assert again["encoded"] == 1 and again["read_outside_links"] == 1 and again["ledgered_refused"] == 0
+    assert again["accounted"] and "celeba/out" in cache_mod.cached_ids(cache)
+
+
+def test_a_link_out_of_the_dataset_folder_is_refused_and_read_only_when_allowed(odd_files):
+    row = next(r for r in plan(odd_files).itertuples(index=False) if r.image_id == "celeba/out")
+    refused = read_one(row.path, row.root, "", SIZE)
+    assert (refused.stage, refused.outside, refused.pixels) == ("refused", True, None)  # main: read and encoded
+    assert "secret.png" in refused.message and "--allow-outside-links" in refused.message
+    allowed = read_one(row.path, row.root, "", SIZE, allow_outside=True)
+    assert allowed.stage == OK and allowed.outside and allowed.pixels.max() == 9
+    inner = next(r for r in plan(odd_files).itertuples(index=False) if r.image_id == "celeba/in")
+    assert read_one(inner.path, inner.root, "", SIZE)[1:] == (OK, "", False)  # a link inside the folder is fine
+
+
+def test_reading_a_fifo_never_blocks_and_16_bit_grey_keeps_its_levels(odd_files):
+    rows = {r.image_id: r for r in plan(odd_files).itertuples(index=False)}
+    result = []
+    reader = threading.Thread(target=lambda: result.append(read_one(rows["celeba/fifo"].path,
+                                                                    rows["celeba/fifo"].root, "", SIZE)), daemon=True)
+    reader.start()
+    reader.join(timeout=10)
+    assert result and result[0].stage == "read" and "FIFO" in result[0].message
+    grey = read_one(rows["celeba/grey16"].path, rows["celeba/grey16"].root, "", 64)
+    want = ((np.arange(64 * 64).reshape(64, 64) * 16 * 255 + 32767) // 65535).astype(np.uint8)
+    assert grey.stage == OK and np.array_equal(grey.pixels[..., 1], want)  # main: white where >= 256
 
 
 @pytest.mark.parametrize(("n", "batch", "cpus", "rows"), [
@@ -168,34 +259,34 @@ def test_model_input_is_the_reference_arithmetic_and_leaves_a_read_only_input_al
     assert got.data_ptr() != x.ctypes.data
 
 
-class _SmallDevice:
-    """A probe that fails like a device out of memory for calls of more than `most` images."""
+class _SmallDevice(NullVQGAN):
+    """A stand-in that fails like a device out of memory for calls of more than `most` images."""
 
     def __init__(self, most: int):
+        super().__init__()
         self.most, self.sizes = most, []
 
-    def __call__(self, image_ids):
-        self.sizes.append(len(image_ids))
-        if len(image_ids) > self.most:
+    def encode(self, x):
+        self.sizes.append(len(x))
+        if len(x) > self.most:
             raise RuntimeError("CUDA out of memory. Tried to allocate 12.00 GiB")
+        return super().encode(x)
 
 
 def test_out_of_memory_batches_go_through_in_halves_and_later_ones_start_small():
-    from facecorpus.shards.pipeline import OK, Encoder
-
     threads = torch.get_num_threads()  # the Encoder sets them; give the test process its own back
-    probe = _SmallDevice(4)
+    device = _SmallDevice(4)
     try:
-        enc = Encoder("tiny-f16", None, False, 1, probe, null_vqgan)
+        enc = Encoder("tiny-f16", None, False, 1, load_model=lambda *a, **k: device)
     finally:
         torch.set_num_threads(threads)
     n = 16
-    batch = {"image_id": np.array([f"d/{i}" for i in range(n)], dtype=object),
+    batch = {"image_id": np.array([f"d/{i}" for i in range(n)], dtype=object), "outside": np.zeros(n, bool),
              "path": np.array(["p"] * n, dtype=object), "pixels": np.zeros((n, 256, 256, 3), np.uint8),
              "stage": np.array([OK] * n, dtype=object), "message": np.array([""] * n, dtype=object)}
     out = enc(batch)
     assert list(out["stage"]) == [OK] * n and out["retried"].sum() == n
-    assert probe.sizes == [16, 8, 4, 4, 8, 4, 4]
-    probe.sizes.clear()
+    assert device.sizes == [16, 8, 4, 4, 8, 4, 4]
+    device.sizes.clear()
     out = enc(batch)  # the next batch is split up front: no failed call, nothing retried
-    assert list(out["stage"]) == [OK] * n and out["retried"].sum() == 0 and probe.sizes == [4, 4, 4, 4]
+    assert list(out["stage"]) == [OK] * n and out["retried"].sum() == 0 and device.sizes == [4, 4, 4, 4]

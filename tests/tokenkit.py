@@ -1,20 +1,34 @@
-"""A generated manifest with real image files, for tests and benchmarks of tokenize and shard.
+"""Test and benchmark helpers for tokenization: a generated manifest with real image files, a
+reference tokenizer without Ray, and stand-in encoders injected through `tokenize(load_model=...)`.
 
 Images are drawn faces (an ellipse, eyes, a mouth on a coloured background) saved as JPEG/PNG in
 several PIL modes and sizes; some records carry a face box; `broken` adds the failure cases the
 ledger must catch: a missing file, a zero-byte file, a truncated JPEG and a file that is not an image.
+
+Ray's workers import neither the tests folder nor this module by name, so the stand-ins (which Ray
+ships to its encoder actors) are pickled by value: see the cloudpickle registration at the end.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
+import sys
 from pathlib import Path
 
+import numpy as np
+from facecorpus.shards import cache as cache_mod
+from facecorpus.shards import ledger
+from facecorpus.shards.reading import read_one
+from facecorpus.shards.tokenization import plan
 from PIL import Image, ImageDraw
 
 from facecorpus import manifest as mf
 from facecorpus import records
+from facecorpus.codes import FFHQ_F16
+from facecorpus.preprocess import POLICY, to_model_input
+from facecorpus.vqgan import load_vqgan
 
 BROKEN = ("missing", "empty", "truncated", "garbage")
 
@@ -95,56 +109,69 @@ def make_manifest(root: Path, n_images: int, seed: int = 0, broken: bool = True,
     return out
 
 
-class FaultProbe:
-    """An encoder probe (pipeline.Encoder's `probe`) for tests: appends every image_id the encoder is
-    asked for to `log` (one line each; actors are other processes, so a file), and raises for the
-    ids in `fail` to inject encoder failures."""
+def write_manifest(root: Path, dataset: str, images: dict[str, str]) -> Path:
+    """root/manifest for files already under root/raw/<dataset>/: one attributes record per
+    {local id: image path relative to the dataset folder}. Returns the manifest folder."""
+    recs = []
+    for local, image in images.items():
+        rec = records.attributes(dataset, local, image, {"gender": "female"}, image_id=f"{dataset}/{local}")
+        rec.split = "train"
+        recs.append(rec)
+    out = root / "manifest"
+    mf.write_partition(mf.to_table(recs), out, dataset)
+    raw = (root / "raw" / dataset).resolve()
+    (out / mf.SUMMARY).write_text(json.dumps({"datasets": {dataset: {"raw_dir": str(raw), "records": len(recs)}}}))
+    return out
+
+
+def pixels_digest(pixels: np.ndarray) -> str:
+    """Names one preprocessed image (uint8 HWC), as the encoder receives it."""
+    return hashlib.sha1(np.ascontiguousarray(pixels, np.uint8).tobytes()).hexdigest()
+
+
+def image_digests(manifest: Path, size: int = FFHQ_F16.resolution) -> dict[str, str]:
+    """image_id -> digest of its preprocessed pixels, for every image of `manifest` that reads."""
+    out = {}
+    for image_id, path, root, bbox in plan(manifest).itertuples(index=False):
+        read = read_one(path, root, bbox, size)
+        if read.pixels is not None:
+            out[image_id] = pixels_digest(read.pixels)
+    return out
+
+
+class ProbedVQGAN:
+    """A `load_model` that loads the real VQGAN and watches its encoder: every image it is asked to
+    encode is appended to `log` (by pixels_digest; the actors are other processes, so a file), and a
+    call holding an image whose digest is in `fail` raises, as an encoder failure would."""
 
     def __init__(self, log: Path, fail: set[str] = frozenset()):
         self.log, self.fail = str(log), frozenset(fail)
 
-    def __call__(self, image_ids: list[str]) -> None:
-        with open(self.log, "a") as f:
-            f.write("".join(f"{i}\n" for i in image_ids))
-        bad = self.fail.intersection(image_ids)
-        if bad:
-            raise RuntimeError(f"injected encoder failure for {sorted(bad)}")
+    def __call__(self, *args, **kwargs):
+        return _Probed(load_vqgan(*args, **kwargs), self.log, self.fail)
 
     def calls(self) -> list[str]:
         path = Path(self.log)
         return path.read_text().split() if path.exists() else []
 
 
-def tokenize_in_process(manifest: Path, cache: Path, vqgan: str = "tiny-f16", batch_size: int = 32) -> dict:
-    """The reference tokenizer without Ray: same plan, preprocessing, cache and ledger, one process.
-    Tests compare the Ray pipeline's output with it."""
-    import numpy as np
-    from facecorpus.shards import cache as cache_mod
-    from facecorpus.shards import ledger
-    from facecorpus.shards.pipeline import _read_one, plan
+class _Probed:
+    def __init__(self, model, log: str, fail: frozenset):
+        self.model, self.log, self.fail = model, log, fail
 
-    from facecorpus.preprocess import POLICY, to_model_input
-    from facecorpus.vqgan import load_vqgan
+    def __getattr__(self, name):  # identity, code_grid, device... are the real model's
+        return getattr(self.model, name)
 
-    model = load_vqgan(vqgan)
-    cache = cache_mod.open_cache(Path(cache), model.identity, POLICY)
-    done = cache_mod.cached_ids(cache)
-    todo = plan(Path(manifest))
-    todo = todo[~todo["image_id"].isin(done)]
-    ok_ids, pixels, failed = [], [], []
-    for image_id, path, bbox in todo.itertuples(index=False):
-        px, stage, message = _read_one(path, bbox)
-        if px is None:
-            failed.append({"image_id": image_id, "path": path, "stage": stage, "message": message})
-        else:
-            ok_ids.append(image_id)
-            pixels.append(px)
-    codes = [model.encode(to_model_input(np.stack(pixels[i:i + batch_size]))).reshape(-1, 256).numpy()
-             for i in range(0, len(pixels), batch_size)]
-    if ok_ids:
-        cache_mod.write_part(cache / "codes", cache_mod.codes_table(ok_ids, np.concatenate(codes), model.identity))
-    ledger.append(cache, failed)
-    return {"encoded": len(ok_ids), "ledgered": len(failed)}
+    def encode(self, x):
+        import torch
+
+        pixels = ((x.float() + 1) / 2 * 255).round().clamp(0, 255).to(torch.uint8).movedim(1, -1).cpu().numpy()
+        digests = [pixels_digest(p) for p in pixels]
+        with open(self.log, "a") as f:
+            f.write("".join(f"{d}\n" for d in digests))
+        if self.fail.intersection(digests):
+            raise RuntimeError(f"injected encoder failure for {len(self.fail.intersection(digests))} image(s)")
+        return self.model.encode(x)
 
 
 class NullVQGAN:
@@ -155,10 +182,9 @@ class NullVQGAN:
     cache it wrote can never pass for a real VQGAN's."""
 
     fast = False
+    code_grid = FFHQ_F16
 
     def __init__(self):
-        from facecorpus.codes import FFHQ_F16
-
         self.identity = {"name": "null-encoder", "config_sha256": "null", "checkpoint_sha256": "null",
                          **FFHQ_F16.as_dict()}
 
@@ -171,9 +197,45 @@ class NullVQGAN:
     def encode(self, x):
         import torch
 
-        return torch.zeros((x.shape[0], 16, 16), dtype=torch.int64)
+        return torch.zeros((x.shape[0], *self.code_grid.shape), dtype=torch.int64)
 
 
 def null_vqgan(*_args, **_kwargs) -> NullVQGAN:
-    """pipeline.Options(model=null_vqgan): builds the stand-in where load_vqgan would load a VQGAN."""
+    """tokenize(load_model=null_vqgan): builds the stand-in where load_vqgan would load a VQGAN."""
     return NullVQGAN()
+
+
+def tokenize_in_process(manifest: Path, cache: Path, vqgan: str = "tiny-f16", batch_size: int = 32) -> dict:
+    """The reference tokenizer without Ray: same plan, reading, preprocessing, cache and ledger, one
+    process. Tests compare the Ray pipeline's output with it."""
+    model = load_vqgan(vqgan)
+    grid = model.code_grid
+    cache = cache_mod.open_cache(Path(cache), model.identity, POLICY)
+    done = cache_mod.cached_ids(cache)
+    todo = plan(Path(manifest))
+    todo = todo[~todo["image_id"].isin(done)]
+    ok_ids, pixels, failed = [], [], []
+    for image_id, path, root, bbox in todo.itertuples(index=False):
+        read = read_one(path, root, bbox, grid.resolution)
+        if read.pixels is None:
+            failed.append({"image_id": image_id, "path": path, "stage": read.stage, "message": read.message})
+        else:
+            ok_ids.append(image_id)
+            pixels.append(read.pixels)
+    codes = [model.encode(to_model_input(np.stack(pixels[i:i + batch_size]))).reshape(-1, grid.count).numpy()
+             for i in range(0, len(pixels), batch_size)]
+    if ok_ids:
+        cache_mod.write_part(cache / "codes", cache_mod.codes_table(ok_ids, np.concatenate(codes), model.identity))
+    ledger.append(cache, failed)
+    return {"encoded": len(ok_ids), "ledgered": len(failed)}
+
+
+def _ship_by_value() -> None:
+    """Ray pickles classes by reference unless told otherwise; its workers could not import this
+    module (it is on the tests' sys.path only), so they receive its code instead."""
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+_ship_by_value()

@@ -1,21 +1,22 @@
 """Tokenization speed: the whole Ray pipeline against a bare encoder loop and one-at-a-time encoding.
 
-    .venv/bin/python benchmarks/tokenize.py                                  # CPU, tiny-f16
-    python benchmarks/tokenize.py --device cuda --preset ffhq-f16 --images 30000   # one GPU
+    .venv/bin/python benchmarks/tokenization.py                                  # CPU, tiny-f16
+    python benchmarks/tokenization.py --device cuda --preset ffhq-f16 --images 30000   # one GPU
 
-In one run, on the same generated JPEG/PNG faces (shards/sample.py):
+In one run, on the same generated JPEG/PNG faces (tests/tokenkit.py):
   ceiling   a bare `model.encode` loop over pre-decoded tensors already on the device (batches);
-  anchor    one image at a time: open, preprocess, encode a batch of 1, copy the codes back;
+  single    one image at a time, as Talk2Face's released scripts encode: open, preprocess, encode a
+            batch of 1, copy the codes back;
   pipeline  `facecorpus tokenize` end to end (plan, Ray read/decode/preprocess tasks, encoder actor
             pool, cache parts): wall time with Ray already started (the start is reported apart).
 `--encoder noop` times the pipeline alone: the encoder actor gets a stand-in that returns zero codes
-at once (shards/sample.py NullVQGAN), against a bare loop of load_image + preprocess over the same
+at once (tests/tokenkit.py NullVQGAN), against a bare loop of load_image + preprocess over the same
 files in one process; the pipeline should decode on every CPU but the encoder's, so its images/s
 should approach (CPUs - 1) x the bare loop's. Without a GPU, Ray is told of one logical GPU so the
 pipeline plans its GPU layout (read tasks on the CPUs, one encoder actor):
 
-    .venv/bin/python benchmarks/tokenize.py --encoder noop --images 4000          # this machine
-    python benchmarks/tokenize.py --encoder noop --images 20000                   # the GPU machine
+    .venv/bin/python benchmarks/tokenization.py --encoder noop --images 4000          # this machine
+    python benchmarks/tokenization.py --encoder noop --images 20000                   # the GPU machine
 
 ffhq-f16 runs with seeded random weights (speed does not depend on them). Targets: CPU tiny-f16
 pipeline <= 1.3x the ceiling's time; one H100 with ffhq-f16 >= 1,500 images/s end to end, >= 80% of
@@ -25,7 +26,7 @@ Ray the pipeline part is skipped and says so).
 
 from __future__ import annotations
 
-import _results  # first: this file is named like the stdlib's `tokenize`; _results fixes the path  # isort: skip
+import _results  # first: fixes the import path (see there)  # isort: skip
 
 import argparse
 import logging
@@ -35,8 +36,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from facecorpus.shards.pipeline import Options, plan, tokenize
-from facecorpus.shards.sample import make_manifest, null_vqgan
+from facecorpus.shards.tokenization import Options, plan, tokenize
+from tokenkit import make_manifest, null_vqgan
 
 from facecorpus.preprocess import load_image, preprocess, preprocess_uint8
 from facecorpus.vqgan import load_vqgan
@@ -50,7 +51,8 @@ def sync(device: str) -> None:
 def bare_loop(model, images: list[Path], n: int, batch: int, device: str) -> float:
     """images/s of model.encode over pre-decoded, pre-normalized tensors on the device."""
     pool = min(len(images), 4 * batch)
-    x = torch.stack([preprocess(load_image(p)) for p in images[:pool]]).to(device)
+    size = model.code_grid.resolution
+    x = torch.stack([preprocess(load_image(p), size=size) for p in images[:pool]]).to(device)
     model.encode(x[:batch])  # warm-up (cuDNN autotune, allocator)
     sync(device)
     t0, done = time.perf_counter(), 0
@@ -64,12 +66,13 @@ def bare_loop(model, images: list[Path], n: int, batch: int, device: str) -> flo
 
 
 def one_at_a_time(model, images: list[Path], n: int, device: str) -> float:
-    """images/s of the anchor's way: each image opened, preprocessed and encoded on its own."""
-    model.encode(preprocess(load_image(images[0]))[None].to(device))
+    """images/s one image at a time: each opened, preprocessed and encoded on its own."""
+    size = model.code_grid.resolution
+    model.encode(preprocess(load_image(images[0]), size=size)[None].to(device))
     sync(device)
     t0 = time.perf_counter()
     for p in images[:n]:
-        model.encode(preprocess(load_image(p))[None].to(device)).cpu()
+        model.encode(preprocess(load_image(p), size=size)[None].to(device)).cpu()
     return n / (time.perf_counter() - t0)
 
 
@@ -110,12 +113,12 @@ class _Clock:
         return self.marks[0][0] - t0 if self.marks else float("nan")
 
 
-def bare_decode(plan_df, n: int) -> float:
+def bare_decode(plan_df, n: int, size: int) -> float:
     """images/s of what a read task does per image, in one process: load_image + preprocess_uint8."""
     rows = list(plan_df.itertuples(index=False))[:n]
     t0 = time.perf_counter()
-    for _, path, bbox in rows:
-        preprocess_uint8(load_image(Path(path)), [int(v) for v in bbox.split(",")] if bbox else None)
+    for _, path, _root, bbox in rows:
+        preprocess_uint8(load_image(Path(path)), [int(v) for v in bbox.split(",")] if bbox else None, size=size)
     return len(rows) / (time.perf_counter() - t0)
 
 
@@ -130,7 +133,7 @@ def noop(args) -> None:
         tmp = Path(tmp)
         manifest = make_manifest(tmp, n, seed=0, broken=False, captions=False)
         todo = plan(manifest)
-        bare = bare_decode(todo, min(n, args.bare_images))
+        bare = bare_decode(todo, min(n, args.bare_images), null_vqgan().code_grid.resolution)
         print(f"bare decode loop (1 process, {min(n, args.bare_images)} images): {bare:.1f} images/s")
         gpus = torch.cuda.device_count()
         t0 = time.perf_counter()
@@ -140,7 +143,8 @@ def noop(args) -> None:
         clock = _Clock()
         try:
             t0 = time.perf_counter()
-            summary = tokenize(manifest, tmp / "cache", Options(model=null_vqgan, batch_size=args.batch_size), clock)
+            summary = tokenize(manifest, tmp / "cache", Options(batch_size=args.batch_size), clock,
+                               load_model=null_vqgan)
             seconds = time.perf_counter() - t0
         finally:
             ray.shutdown()
@@ -221,7 +225,7 @@ def main() -> None:
         "| what | images/s | vs bare encoder |",
         "|---|---:|---:|",
         f"| bare encoder loop, pre-decoded tensors on the device (ceiling) | {ceiling:.1f} | 1.00 |",
-        f"| one image at a time: open, preprocess, encode (anchor's way) | {single:.1f} | {single / ceiling:.2f} |",
+        f"| one image at a time: open, preprocess, encode (Talk2Face's scripts) | {single:.1f} | {single / ceiling:.2f} |",
         f"| pipeline `tokenize` end to end, Ray started ({start:.1f} s apart) | {piped:.1f} | {piped / ceiling:.2f} |",
         "",
         (f"- pipeline time / bare loop time: **{ceiling / piped:.2f}x** (CPU target <= 1.3x); "
