@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,8 +15,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from facecorpus.shards.sample import make_manifest, tokenize_in_process
 from facecorpus.shards.writer import shard
+
+from tokenkit import make_manifest, tokenize_in_process
 
 TOKENIZE_TRIALS, SHARD_TRIALS = 4, 6  # 10 kills in all; a tokenize start costs Ray + torch imports
 CLI = [sys.executable, "-c", "from facecorpus.cli import main; main()"]
@@ -62,6 +64,28 @@ def _assert_no_truncated_files(cache: Path, out: Path) -> None:
                 assert len(t.extractfile(m).read()) == m.size, f"{tar} truncated"
 
 
+def _assert_whole_if_indexed(out: Path, ref: Path) -> None:
+    """index.json is removed first and written last, so a folder that has one is complete, whatever
+    the exit code: a kill that lands after the write (rc -9 with a whole index) is no failure, and an
+    index beside missing or different tars always is."""
+    if (out / "index.json").exists():
+        assert _tars(out) == _tars(ref), f"{out}/index.json beside tars that differ from an uninterrupted run's"
+        assert (out / "index.json").read_bytes() == (ref / "index.json").read_bytes()
+
+
+def test_a_kill_after_index_json_is_no_failure_and_an_index_beside_missing_tars_is(tmp_path):
+    manifest = make_manifest(tmp_path, 6, seed=4)
+    tokenize_in_process(manifest, tmp_path / "cache")
+    shard(manifest, tmp_path / "cache", tmp_path / "ref", samples_per_shard=2, seed=1)
+    shutil.copytree(tmp_path / "ref", tmp_path / "out")  # killed after index.json: whole (main's check: rc != 0 fails)
+    _assert_whole_if_indexed(tmp_path / "out", tmp_path / "ref")
+    next((tmp_path / "out").rglob("*.tar")).unlink()
+    with pytest.raises(AssertionError, match="differ"):
+        _assert_whole_if_indexed(tmp_path / "out", tmp_path / "ref")
+    (tmp_path / "out" / "index.json").unlink()  # killed before index.json: nothing is claimed
+    _assert_whole_if_indexed(tmp_path / "out", tmp_path / "ref")
+
+
 @pytest.mark.slow
 def test_kill_9_during_tokenize_and_shard_then_resume(tmp_path):
     rng = random.Random(0)
@@ -89,7 +113,7 @@ def test_kill_9_during_tokenize_and_shard_then_resume(tmp_path):
                        "--samples-per-shard", "1", "--seed", "9"])
         killed += _kill_when(proc, lambda t0=t0: _written_since(out, t0), rng.uniform(0, 0.05))
         _assert_no_truncated_files(cache, out)
-        assert not (out / "index.json").exists() or proc.returncode == 0
+        _assert_whole_if_indexed(out, tmp_path / "ref")
     assert killed >= 1, "the kills came too late to interrupt shard"
     proc = _start(["shard", str(manifest), "--cache", str(cache), "--out", str(out), "--samples-per-shard", "1", "--seed", "9"])
     assert proc.wait(timeout=120) == 0, proc.stderr.read().decode()[-3000:]
