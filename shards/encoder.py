@@ -10,7 +10,7 @@ import numpy as np
 
 from facecorpus.codes import CODE_DTYPE
 from facecorpus.preprocess import as_tensor, to_model_input
-from facecorpus.shards.reading import OK
+from facecorpus.shards.reading import OK, clip
 
 
 class Encoder:
@@ -72,7 +72,7 @@ class Encoder:
         2*log2(batch) calls, not one per image, and a batch too big for the device (out of memory)
         goes through in smaller pieces instead of image by image."""
         if len(idx) == 1:
-            stage[idx[0]], message[idx[0]] = "encode", f"{type(exc).__name__}: {exc}"[:300]
+            stage[idx[0]], message[idx[0]] = "encode", clip(f"{type(exc).__name__}: {exc}")
             return
         if "out of memory" in str(exc).lower():
             import torch

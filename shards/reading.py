@@ -19,7 +19,7 @@ from facecorpus.preprocess import load_image, preprocess_uint8
 
 OK = ""  # `stage` of an image that has not failed
 REFUSED = "refused"  # its path resolves outside its dataset's raw folder
-MESSAGE_CHARS = 300  # of a ledger message: paths and decoder errors are user data
+MESSAGE_CHARS = 240  # of a ledger message: paths and decoder errors are user data
 _KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a folder"), (stat.S_ISSOCK, "a socket"),
           (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
 
@@ -65,7 +65,7 @@ def read_one(path: str, root: str, bbox: str, size: int, allow_outside: bool = F
         fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
         with os.fdopen(fd, "rb") as fh:
             if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-                return Read(None, "read", "not a regular file (replaced while being read)", outside)
+                return Read(None, "read", "not a regular file (replaced while being opened)", outside)
             img = load_image(fh)
     except Exception as exc:  # noqa: BLE001 - any decoder failure is this image's, not the run's
         return Read(None, "decode", clip(f"{type(exc).__name__}: {exc}"), outside)
