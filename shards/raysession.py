@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 AUTH_HELP = ("make the cluster's token readable here (~/.ray/auth_token, RAY_AUTH_TOKEN_PATH=FILE or "
              "RAY_AUTH_TOKEN; `ray get-auth-token` on the head prints it)")
@@ -49,13 +50,13 @@ def ray_session(address: str | None):
     watchdog = _start_watchdog()
     try:
         context = ray.init(address="local", **_QUIET)
-        watchdog.stdin.write(f"{context.address_info['session_dir']}\n".encode())
-        watchdog.stdin.flush()
+        _tell(watchdog, context.address_info["session_dir"])
         yield
     finally:
         if ray.is_initialized():
             ray.shutdown()
-        watchdog.stdin.close()  # the watchdog ends whatever of this session is still running
+        with contextlib.suppress(BrokenPipeError):
+            watchdog.stdin.close()  # the watchdog ends whatever of this session is still running
         watchdog.wait()
 
 
@@ -64,9 +65,20 @@ _QUIET = {"include_dashboard": False, "log_to_driver": False, "logging_level": l
 
 
 def _start_watchdog() -> subprocess.Popen:
-    # Its own session: a kill of this process group must not take the watchdog with it.
-    return subprocess.Popen([sys.executable, "-m", "facecorpus.shards.raywatch", str(os.getpid())],
+    # By file, not module, so it runs from a bare checkout too (it needs only psutil); -I keeps the
+    # script's folder off sys.path. Its own session: a kill of this process group must not take it.
+    return subprocess.Popen([sys.executable, "-I", str(Path(__file__).with_name("raywatch.py")), str(os.getpid())],
                             stdin=subprocess.PIPE, start_new_session=True)
+
+
+def _tell(watchdog: subprocess.Popen, session_dir: str) -> None:
+    try:
+        watchdog.stdin.write(f"{session_dir}\n".encode())
+        watchdog.stdin.flush()
+    except BrokenPipeError:  # it could not start: the run goes on, but the user hears of it
+        logging.getLogger(__name__).warning(
+            "the Ray watchdog exited (rc %s): if this run is killed, end Ray's processes of %s yourself",
+            watchdog.poll(), session_dir)
 
 
 def join(address: str) -> None:

@@ -11,7 +11,7 @@ SIGTERM, then SIGKILL for those still there after a grace period. Ray's own fate
 head processes down with the driver, but its dashboard and runtime-env agents outlived a `kill -9`
 of the driver by about a minute, ignoring SIGTERM.
 
-    python -m facecorpus.shards.raywatch DRIVER_PID
+    python -I shards/raywatch.py DRIVER_PID
 """
 
 from __future__ import annotations
