@@ -141,9 +141,9 @@ def token_head():
         yield {"address": f"127.0.0.1:{port}", "env": env}
     finally:
         tree = list({p.pid: p for p in tree + _tree(head.pid)}.values())
-        head.terminate()
+        head.terminate()  # `ray start --block` stops its processes, but waits long on agents that ignore SIGTERM
         try:
-            head.wait(timeout=30)
+            head.wait(timeout=10)
         except subprocess.TimeoutExpired:
             head.kill()
         _end(tree)
