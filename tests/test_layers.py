@@ -4,6 +4,7 @@ source with `ast`: imports inside functions count too, since they tie packages t
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,3 +59,34 @@ def test_kinds_are_defined_once():
               if any(isinstance(n, ast.Assign) and any(getattr(t, "id", None) == "KINDS" for t in n.targets)
                      for n in ast.walk(ast.parse(path.read_text())))]
     assert owners == ["facecorpus/records.py"]
+
+
+def _private_reaches(path: Path) -> list[str]:
+    """`from facecorpus... import _name` and `module._name` on a module imported from facecorpus."""
+    tree = ast.parse(path.read_text(), str(path))
+    modules, found = {}, []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("facecorpus"):
+            for a in node.names:
+                if a.name.startswith("_"):
+                    found.append(f"{path.name}: from {node.module} import {a.name}")
+                modules[a.asname or a.name] = node.module
+        elif isinstance(node, ast.Import):
+            modules.update({a.asname or a.name.split(".")[0]: a.name for a in node.names if a.name.startswith("facecorpus")})
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules
+                and node.attr.startswith("_") and not node.attr.startswith("__")):
+            found.append(f"{path.name}: {node.value.id}.{node.attr}")
+    return found
+
+
+def test_no_module_reaches_into_another_modules_private_names():
+    found = [f for _, path in _sources() for f in _private_reaches(path)]
+    assert not found, found  # main: sample.py imported pipeline._read_one, ledger.py cache._parts
+
+
+def test_no_benchmark_is_named_like_a_standard_library_module():
+    # `python benchmarks/x.py` puts benchmarks/ first on sys.path: benchmarks/tokenize.py shadowed the
+    # stdlib's tokenize (imported by logging, inspect and torch) and needed a sys.path rewrite.
+    names = {p.stem for p in (ROOT / "benchmarks").glob("*.py")}
+    assert not names & sys.stdlib_module_names, names & sys.stdlib_module_names

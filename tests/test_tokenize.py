@@ -3,6 +3,8 @@ and the read stage's refusals (links out of the dataset folder, FIFOs, pixels wi
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import json
 import logging
 import os
@@ -19,8 +21,9 @@ from facecorpus.shards.reading import OK, read_one
 from facecorpus.shards.tokenization import Options, plan, read_rows, tokenize
 from PIL import Image
 
+from facecorpus import atomic
 from facecorpus.codes import FFHQ_F16
-from facecorpus.preprocess import load_image, preprocess, to_model_input
+from facecorpus.preprocess import POLICY, load_image, preprocess, to_model_input
 from facecorpus.vqgan import load_vqgan
 from tokenkit import NullVQGAN, ProbedVQGAN, image_digests, make_manifest, null_vqgan, write_manifest
 
@@ -174,6 +177,26 @@ def test_null_encoder_run_accounts_for_every_image(run, tmp_path):
     codes = cache_mod.read_codes(tmp_path / "null").column("codes").to_numpy(zero_copy_only=False)
     assert len(codes) == N_IMAGES and not np.stack(codes).any()
     assert cache_mod.read_identity(tmp_path / "null")["vqgan"]["checkpoint_sha256"] == "null"
+
+
+def test_options_hold_only_what_a_user_chooses_and_test_helpers_left_the_package():
+    names = {f.name for f in dataclasses.fields(Options)}
+    assert not names & {"probe", "model"}  # main: test and benchmark hooks in the user's options
+    assert importlib.util.find_spec("facecorpus.shards.sample") is None  # now tests/tokenkit.py
+
+
+def test_cache_parts_and_identity_are_published_durably(tmp_path, monkeypatch):
+    """Through facecorpus.atomic: each file fsynced, renamed into place, and its folder fsynced."""
+    synced = []
+    monkeypatch.setattr(atomic, "fsync_dir", lambda folder: synced.append(Path(folder)))
+    identity = NullVQGAN().identity
+    cache = cache_mod.open_cache(tmp_path / "c", identity, POLICY)
+    cache_mod.write_part(cache / "codes", cache_mod.codes_table(["d/a"], np.zeros(256), identity))
+    ledger.append(cache, [{"image_id": "d/b", "path": "p", "stage": "read", "message": "zero-byte file"}])
+    assert synced == [cache, cache / "codes", cache / "ledger"]  # main: no folder ever fsynced
+    (cache / "codes" / "part-1.parquet.tmp").write_bytes(b"half a part")  # a killed writer's leftover
+    cache_mod.open_cache(cache, identity, POLICY)
+    assert not list(cache.rglob("*.tmp")) and cache_mod.cached_ids(cache) == {"d/a"}
 
 
 @pytest.fixture
