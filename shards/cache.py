@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from facecorpus import atomic
 from facecorpus.codes import CODE_DTYPE, FFHQ_F16, CodeGrid
+from facecorpus.excerpt import shorten
 from facecorpus.preprocess import policy_problem
 
 IDENTITY = "identity.json"
@@ -74,7 +75,7 @@ def read_identity(cache: Path) -> dict:
         have["vqgan"] = {**FFHQ_F16.as_dict(), **have["vqgan"]}
         have["preprocess"]  # noqa: B018 - a KeyError here is a broken identity
     except (ValueError, KeyError, TypeError) as exc:
-        raise CacheError(f"{path}: not a token cache identity ({type(exc).__name__}: {str(exc)[:200]})") from None
+        raise CacheError(f"{path}: not a token cache identity ({shorten(f'{type(exc).__name__}: {exc}')})") from None
     return have
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 from facecorpus.codes import CODE_DTYPE
+from facecorpus.excerpt import shorten
 from facecorpus.preprocess import as_tensor, to_model_input
-from facecorpus.shards.reading import OK, clip
+from facecorpus.shards.reading import OK
 
 
 class Encoder:
@@ -72,7 +73,7 @@ class Encoder:
         2*log2(batch) calls, not one per image, and a batch too big for the device (out of memory)
         goes through in smaller pieces instead of image by image."""
         if len(idx) == 1:
-            stage[idx[0]], message[idx[0]] = "encode", clip(f"{type(exc).__name__}: {exc}")
+            stage[idx[0]], message[idx[0]] = "encode", shorten(f"{type(exc).__name__}: {exc}")
             return
         if "out of memory" in str(exc).lower():
             import torch

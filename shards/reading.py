@@ -15,11 +15,11 @@ from typing import NamedTuple
 
 import numpy as np
 
+from facecorpus.excerpt import shorten
 from facecorpus.preprocess import load_image, preprocess_uint8
 
 OK = ""  # `stage` of an image that has not failed
 REFUSED = "refused"  # its path resolves outside its dataset's raw folder
-MESSAGE_CHARS = 240  # of a ledger message: paths and decoder errors are user data
 _KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a folder"), (stat.S_ISSOCK, "a socket"),
           (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
 
@@ -27,12 +27,8 @@ _KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a folder"), (stat.S_ISSOCK,
 class Read(NamedTuple):
     pixels: np.ndarray | None  # (size, size, 3) uint8, or None when the image failed
     stage: str                 # OK, or the stage that failed: refused, read, decode, preprocess
-    message: str               # why it failed ("" when OK)
+    message: str               # why it failed ("" when OK); paths and decoder errors are user data: shortened
     outside: bool              # the path resolves outside its dataset's raw folder
-
-
-def clip(text: str, limit: int = MESSAGE_CHARS) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def inside(real: str, root: str) -> bool:
@@ -50,12 +46,12 @@ def read_one(path: str, root: str, bbox: str, size: int, allow_outside: bool = F
     real = os.path.realpath(path)
     outside = not inside(real, root)
     if outside and not allow_outside:
-        return Read(None, REFUSED, clip(f"resolves outside its dataset folder {root} (to {real}); "
-                                        "--allow-outside-links reads such files"), True)
+        return Read(None, REFUSED, shorten(f"resolves outside its dataset folder {root} (to {real}); "
+                                           "--allow-outside-links reads such files"), True)
     try:
         st = os.stat(real)
     except OSError as exc:
-        return Read(None, "read", clip(f"missing or unreadable file: {exc.strerror or exc}"), outside)
+        return Read(None, "read", shorten(f"missing or unreadable file: {exc.strerror or exc}"), outside)
     if not stat.S_ISREG(st.st_mode):
         return Read(None, "read", f"not a regular file ({_kind(st.st_mode)})", outside)
     if st.st_size == 0:
@@ -68,12 +64,12 @@ def read_one(path: str, root: str, bbox: str, size: int, allow_outside: bool = F
                 return Read(None, "read", "not a regular file (replaced while being opened)", outside)
             img = load_image(fh)
     except Exception as exc:  # noqa: BLE001 - any decoder failure is this image's, not the run's
-        return Read(None, "decode", clip(f"{type(exc).__name__}: {exc}"), outside)
+        return Read(None, "decode", shorten(f"{type(exc).__name__}: {exc}"), outside)
     try:
         box = [int(v) for v in bbox.split(",")] if bbox else None
         return Read(preprocess_uint8(img, box, size=size), OK, "", outside)
     except Exception as exc:  # noqa: BLE001
-        return Read(None, "preprocess", clip(f"{type(exc).__name__}: {exc}"), outside)
+        return Read(None, "preprocess", shorten(f"{type(exc).__name__}: {exc}"), outside)
 
 
 def read_batch(batch: dict, size: int, allow_outside: bool = False) -> dict:
