@@ -16,6 +16,7 @@ from facereading import expected, read
 
 from facecorpus.converters.samples import celeba as celeba_sample
 from facecorpus.converters.samples import faces
+from facecorpus.codes import FFHQ_F16
 from facecorpus.preprocess import load_image, preprocess_uint8
 from facecorpus.records import DATASETS
 
@@ -89,7 +90,7 @@ def expectation(rec) -> dict:
 def view(raw: Path, rec) -> np.ndarray:
     """What the model sees of the face, at the drawing's own aspect: the face box crop, or the picture."""
     img = load_image(raw / rec.image)
-    return preprocess_uint8(img, rec.bbox) if rec.bbox is not None else np.asarray(img.convert("RGB"))
+    return preprocess_uint8(img, rec.bbox, size=FFHQ_F16.resolution) if rec.bbox is not None else np.asarray(img.convert("RGB"))
 
 
 def mismatches(raw: Path, records) -> tuple[list[str], int]:
