@@ -48,7 +48,7 @@ def sync(device: str) -> None:
 @torch.no_grad()
 def release_decode(model, ids, seg, steps: int, s: gen.Sampling, g) -> torch.Tensor:
     """Cache-less: the whole sequence through the network, logits everywhere, every step."""
-    allowed = gen.allowed_ids("image", model.cfg.vocab_size).to(ids.device)
+    allowed = gen.allowed_ids("image", gen.codebook_of(model)).to(ids.device)
     two = torch.full((ids.shape[0], 1), 2, dtype=torch.long, device=ids.device)
     out = []
     for _ in range(steps):

@@ -20,6 +20,9 @@ VOCAB_SHA256 = "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3
 PAD, UNK, CLS, SEP, MASK = 0, 100, 101, 102, 103
 TEXT_VOCAB_SIZE = 30522
 IMAGE_OFFSET = TEXT_VOCAB_SIZE          # image code c has id 30522 + c, whatever the codebook size
+# The first real WordPiece: ids 1..99 are [unused0..98], 100..103 [UNK] [CLS] [SEP] [MASK] and
+# 104..998 [unused99..993]. A model asked for text may produce only ids from here on.
+FIRST_WORDPIECE = 999
 
 
 def vocab_size(codebook_size: int) -> int:

@@ -50,7 +50,7 @@ def adversarial(towards: str) -> Talk2Face:
 
 
 def is_text(ids: torch.Tensor) -> torch.Tensor:
-    return ((ids >= gen.FIRST_WORDPIECE) & (ids < vocab.TEXT_VOCAB_SIZE)) | (ids == vocab.SEP)
+    return ((ids >= vocab.FIRST_WORDPIECE) & (ids < vocab.TEXT_VOCAB_SIZE)) | (ids == vocab.SEP)
 
 
 @pytest.mark.parametrize("s", SETTINGS, ids=repr)
@@ -60,17 +60,17 @@ def test_pick_never_leaves_the_modality(s):
     logits[:8, :vocab.IMAGE_OFFSET] += 1000.0      # the forbidden side is far more likely
     logits[8:, :vocab.IMAGE_OFFSET] = float("inf")  # even +inf logits on forbidden ids
     for _ in range(2):
-        ids = gen.pick(logits, gen.allowed_ids("image", V), s, g)
+        ids = gen.pick(logits, gen.allowed_ids("image", FFHQ_F16.codebook_size), s, g)
         assert ((ids >= vocab.IMAGE_OFFSET) & (ids < V)).all()
     logits = torch.randn(16, V, generator=g) * 10
     logits[:, IMAGE] += 1000.0
     logits[:, [vocab.PAD, vocab.CLS, vocab.MASK, vocab.UNK, 5]] += 2000.0
     for _ in range(2):
-        assert is_text(gen.pick(logits, gen.allowed_ids("text", V), s, g)).all()
+        assert is_text(gen.pick(logits, gen.allowed_ids("text", FFHQ_F16.codebook_size, sep=True), s, g)).all()
 
 
 def test_filters_keep_what_they_promise():
-    allowed = gen.allowed_ids("image", V)
+    allowed = gen.allowed_ids("image", FFHQ_F16.codebook_size)
     logits = torch.randn(3, V)
     kept = torch.isfinite(gen.filter_logits(logits, allowed, gen.Sampling(top_k=5))).sum(-1)
     assert kept.tolist() == [5, 5, 5]

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 from facecorpus.trainer.gptface import GPTFace, GPTFaceConfig, gptface_preset, param_summary
-from facecorpus.trainer.gptface_batch import (IGNORE, IMAGE, OTHER, TEXT, GPTFaceBatcher, Layout, allowed_ids,
-                                              itm_donors, restrict_logits, truncate_words)
+from facecorpus.trainer.gptface_batch import (IGNORE, IMAGE, OTHER, TEXT, GPTFaceBatcher, Layout, modality_table,
+                                              itm_donors, restrict_logits)
 from facecorpus.trainer.gptface_loss import gptface_loss, summarize
 from facecorpus.trainer.gptface_masking import (MaskingConfig, image_budget, image_mask_count, image_span_mask,
                                                 span_length_probs, text_span_mask)
+from facecorpus.trainer.sequences import truncate_words
 from scipy import ndimage
 
 from facecorpus import vocab
@@ -244,7 +245,7 @@ def test_batches_are_deterministic_and_per_sample():
 @pytest.mark.parametrize("grid", [FFHQ_F16, GPTFACE_GRID])
 def test_logit_mask_keeps_each_modality_to_its_ids(grid):
     V = vocab.vocab_size(grid.codebook_size)
-    assert allowed_ids(grid.codebook_size).shape == (3, V)
+    assert modality_table(grid.codebook_size).shape == (3, V)
     logits = torch.randn(64, V, generator=torch.Generator().manual_seed(0))
     logits[:32, :30522] += 1000.0     # the forbidden side is far more likely
     logits[32:, 30522:] += 1000.0

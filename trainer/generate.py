@@ -19,6 +19,7 @@ The part before `|` has segment 1, the rest segment 2.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass
@@ -32,7 +33,6 @@ from .sequences import PROMPTS, SequenceBuilder
 PROMPT_NAMES = tuple(f"to-{produce}" for produce in PROMPTS)   # the command line's names: to-image, ...
 MAX_VALUE = 16       # new text ids for one attribute value
 SEMICOLON = 1025     # WordPiece id of ";": ends one key-value pair inside an attributes target
-FIRST_WORDPIECE = 999  # ids 104..998 are [unused99..993]; 1..99 [unused0..98]
 
 
 class GenerationError(ValueError):
@@ -61,18 +61,26 @@ GREEDY = Sampling(greedy=True)
 
 # ---------------------------------------------------------------- modality masks
 
-def allowed_ids(modality: str, vocab_size: int) -> torch.Tensor:
-    """Bool [vocab_size]: the ids a position of this modality may produce (the image ids are every id
-    after the WordPiece ones: a model's vocabulary is sized for its codebook)."""
-    allowed = torch.zeros(vocab_size, dtype=torch.bool)
+@functools.lru_cache(maxsize=8)
+def allowed_ids(modality: str, codebook_size: int, sep: bool = False) -> torch.Tensor:
+    """Bool [vocab_size(codebook_size)]: the ids a position of this modality may produce. Image: the
+    codebook's ids; text: real WordPiece ids (never [PAD], [CLS], [SEP], [MASK], [UNK] or the
+    [unused*] slots), plus [SEP] with `sep` (Talk2Face's targets end with it; GPTFace's texts have
+    none). Both model families' modality masks are this one table (cached: do not write into it)."""
+    allowed = torch.zeros(vocab.vocab_size(codebook_size), dtype=torch.bool)
     if modality == "image":
-        allowed[vocab.IMAGE_OFFSET:] = True
+        allowed[vocab.image_rows(codebook_size)] = True
     elif modality == "text":
-        allowed[FIRST_WORDPIECE:vocab.TEXT_VOCAB_SIZE] = True
-        allowed[vocab.SEP] = True
+        allowed[vocab.FIRST_WORDPIECE:vocab.TEXT_VOCAB_SIZE] = True
+        allowed[vocab.SEP] = sep
     else:
         raise GenerationError(f"modality must be 'image' or 'text', got {modality!r}")
     return allowed
+
+
+def codebook_of(model) -> int:
+    """The codebook size a model's vocabulary was sized for (its ids after the WordPiece ones)."""
+    return model.cfg.vocab_size - vocab.TEXT_VOCAB_SIZE
 
 
 def filter_logits(logits: torch.Tensor, allowed: torch.Tensor, s: Sampling) -> torch.Tensor:
@@ -289,7 +297,7 @@ def decode(model, ids: torch.Tensor, seg: torch.Tensor, steps: int, modality: st
     # Image positions: only the image rows of the head are computed, so no other id can come out;
     # text positions: the full head, masked.
     rows = slice(vocab.IMAGE_OFFSET, model.cfg.vocab_size) if modality == "image" else slice(0, model.cfg.vocab_size)
-    allowed = allowed_ids(modality, model.cfg.vocab_size)[rows].to(device)
+    allowed = allowed_ids(modality, codebook_of(model), sep=True)[rows].to(device)
     stop_t = torch.tensor(stop, dtype=torch.long, device=device)
     two = torch.full((b, 1), 2, dtype=torch.long, device=device)
     done = torch.zeros(b, dtype=torch.bool, device=device)

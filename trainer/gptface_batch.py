@@ -25,10 +25,10 @@ import torch
 from facecorpus import vocab
 from facecorpus.codes import CodeGrid
 
-from .generate import FIRST_WORDPIECE
+from .generate import allowed_ids
 from .gptface_masking import (IMAGE_STREAM, ITM_STREAM, TEXT_STREAM, MaskingConfig, image_budget, image_mask_count,
                               image_span_mask, sample_rng, text_span_mask)
-from .sequences import continuation_ids
+from .sequences import continuation_table, truncate_words
 
 OTHER, IMAGE, TEXT = 0, 1, 2   # a position's modality: [CLS], [SEP] and padding / an image code / a text id
 IGNORE = -100                  # target of a position without a MILM loss (cross_entropy's ignore_index)
@@ -57,40 +57,18 @@ class Layout:
 
 
 @functools.lru_cache(maxsize=4)
-def allowed_ids(codebook_size: int) -> torch.Tensor:
-    """Bool [3, V], indexed by modality: the ids a position of that modality may produce. Image
-    positions: the codebook's ids only; text positions: real WordPiece ids only (never [PAD], [CLS],
-    [SEP], [MASK], [UNK] or the [unused*] slots). OTHER rows are never predicted; left unrestricted."""
-    table = torch.zeros(3, vocab.vocab_size(codebook_size), dtype=torch.bool)
-    table[OTHER] = True
-    table[IMAGE, vocab.image_rows(codebook_size)] = True
-    table[TEXT, FIRST_WORDPIECE:vocab.TEXT_VOCAB_SIZE] = True
-    return table
+def modality_table(codebook_size: int) -> torch.Tensor:
+    """Bool [3, V], indexed by modality: the ids a position of that modality may produce
+    (`generate.allowed_ids`; GPTFace's text has no [SEP] to produce). OTHER rows are never
+    predicted; left unrestricted."""
+    everything = torch.ones(vocab.vocab_size(codebook_size), dtype=torch.bool)
+    return torch.stack([everything, allowed_ids("image", codebook_size), allowed_ids("text", codebook_size)])
 
 
 def restrict_logits(logits: torch.Tensor, modality: torch.Tensor, codebook_size: int) -> torch.Tensor:
     """Logits [..., V] with -inf wherever the position's modality [...] forbids the id."""
-    allowed = allowed_ids(codebook_size).to(logits.device)[modality.long()]
+    allowed = modality_table(codebook_size).to(logits.device)[modality.long()]
     return logits.masked_fill(~allowed, float("-inf"))
-
-
-@functools.lru_cache(maxsize=1)
-def _continuation_table() -> np.ndarray:
-    table = np.zeros(vocab.TEXT_VOCAB_SIZE, dtype=bool)
-    table[list(continuation_ids())] = True
-    return table
-
-
-def truncate_words(ids: list[int], limit: int) -> tuple[list[int], int]:
-    """`ids` cut to at most `limit` without splitting a word (one word longer than `limit` is cut
-    inside) -> (ids, how many were dropped)."""
-    if len(ids) <= limit:
-        return ids, 0
-    cut = limit
-    while cut > 0 and _continuation_table()[ids[cut]]:   # back off to the start of the word that would be split
-        cut -= 1
-    cut = cut or limit
-    return ids[:cut], len(ids) - cut
 
 
 def itm_donors(image_ids: Sequence[str], texts: Sequence[str], keys: Sequence[str],
@@ -194,7 +172,7 @@ class GPTFaceBatcher:
         image_rng, text_rng = (sample_rng(self.seed, step, position, s) for s in (IMAGE_STREAM, TEXT_STREAM))
         image_mask = image_span_mask(self.layout.grid.side, n_image, image_rng).reshape(-1)
         text_arr = np.asarray(text, dtype=np.int64)
-        text_mask = text_span_mask(_continuation_table()[text_arr], self.masking, text_rng)
+        text_mask = text_span_mask(continuation_table()[text_arr], self.masking, text_rng)
         image = vocab.IMAGE_OFFSET + codes.reshape(-1).astype(np.int64)
         truth = np.concatenate([[vocab.CLS], image, [vocab.SEP], text_arr])
         masked = np.concatenate([[False], image_mask, [False], text_mask])

@@ -41,10 +41,23 @@ def prompt_ids() -> dict[str, list[int]]:
 
 
 @functools.lru_cache(maxsize=1)
-def continuation_ids() -> frozenset[int]:
-    """WordPiece ids that continue a word (`##ion`): a cut must not land just before one."""
+def continuation_table() -> np.ndarray:
+    """Bool [30,522]: True at the WordPiece ids that continue a word (`##ion`); a cut must not land
+    just before one, and a masked span counts whole words by it."""
     with open(vocab.vocab_path(), encoding="utf-8") as f:
-        return frozenset(i for i, tok in enumerate(f.read().splitlines()) if tok.startswith("##"))
+        return np.array([tok.startswith("##") for tok in f.read().splitlines()], dtype=bool)
+
+
+def truncate_words(ids: list[int], limit: int) -> tuple[list[int], int]:
+    """`ids` cut to at most `limit` without splitting a word (one word longer than `limit` is cut
+    inside it) -> (ids, how many were dropped). The one word-boundary cut of every text budget."""
+    if len(ids) <= limit:
+        return ids, 0
+    cut, cont = limit, continuation_table()
+    while cut > 0 and cont[ids[cut]]:   # back off to the start of the word that would be split
+        cut -= 1
+    cut = cut or limit
+    return ids[:cut], len(ids) - cut
 
 
 def fixed_ids(grid: CodeGrid) -> int:
@@ -77,6 +90,29 @@ def is_attribute_text(text: str) -> bool:
     return dataset in DATASETS and bool(labels)
 
 
+def attribute_subset(text: str, budget: int, rng: np.random.Generator | None, where: str = "") -> tuple[list[int], int, int]:
+    """The ids of `<dataset> k: v; k: v` keeping a subset of its pairs that fits in `budget` ids:
+    with `rng` a random subset in random order (training), without it the first pairs in their order
+    (generation) -> (ids, pairs kept, pairs in the text). A text no pair of which fits is an error."""
+    dataset, _, body = text.strip().partition(" ")
+    try:
+        pairs = [f"{k}: {v}" for k, v in textproto.split_pairs(body)]
+    except textproto.ProtocolError as e:
+        raise ValueError(f"{where}: attribute text {text[:200]!r}: {e}") from None
+    pair_ids = vocab.encode_batch(pairs)
+    ids = vocab.encode_text(dataset)
+    semicolon = vocab.encode_text(";")
+    kept = 0
+    for i in rng.permutation(len(pairs)) if rng is not None else range(len(pairs)):
+        piece = (semicolon if kept else []) + pair_ids[i]
+        if len(ids) + len(piece) > budget:
+            break   # a prefix of a random permutation: an unbiased random subset
+        ids, kept = ids + piece, kept + 1
+    if kept == 0:
+        raise ValueError(f"{where}: no key-value pair of {text[:200]!r} fits in {budget} ids")
+    return ids, kept, len(pairs)
+
+
 @dataclass
 class Instance:
     ids: list[int]
@@ -95,39 +131,18 @@ class SequenceBuilder:
         self.stats: Counter = Counter()
 
     def caption(self, text: str) -> list[int]:
-        ids = vocab.encode_text(text)
-        if len(ids) <= self.budget:
-            return ids
-        cut, cont = self.budget, continuation_ids()
-        while cut > 0 and ids[cut] in cont:   # back off to the start of the word that would be split
-            cut -= 1
-        cut = cut or self.budget              # one word longer than the budget: cut inside it
-        self.stats["captions truncated"] += 1
-        self.stats["caption ids dropped"] += len(ids) - cut
-        return ids[:cut]
+        ids, dropped = truncate_words(vocab.encode_text(text), self.budget)
+        if dropped:
+            self.stats["captions truncated"] += 1
+            self.stats["caption ids dropped"] += dropped
+        return ids
 
     def attributes(self, text: str, rng: np.random.Generator | None, where: str = "") -> list[int]:
-        """`<dataset> k: v; k: v` with a subset of the pairs that fits: with `rng` a random subset in
-        random order (training), without it the first pairs in their order (generation)."""
-        dataset, _, body = text.strip().partition(" ")
-        try:
-            pairs = [f"{k}: {v}" for k, v in textproto.split_pairs(body)]
-        except textproto.ProtocolError as e:
-            raise ValueError(f"{where}: attribute text {text[:200]!r}: {e}") from None
-        pair_ids = vocab.encode_batch(pairs)
-        ids = vocab.encode_text(dataset)
-        semicolon = vocab.encode_text(";")
-        kept = 0
-        for i in rng.permutation(len(pairs)) if rng is not None else range(len(pairs)):
-            piece = (semicolon if kept else []) + pair_ids[i]
-            if len(ids) + len(piece) > self.budget:
-                break   # a prefix of a random permutation: an unbiased random subset
-            ids, kept = ids + piece, kept + 1
-        if kept == 0:
-            raise ValueError(f"{where}: no key-value pair of {text[:200]!r} fits in {self.budget} ids")
-        if kept < len(pairs):
+        """`<dataset> k: v; k: v` with a subset of the pairs that fits (`attribute_subset`), counted."""
+        ids, kept, total = attribute_subset(text, self.budget, rng, where)
+        if kept < total:
             self.stats["attribute texts subset"] += 1
-            self.stats["attribute pairs dropped"] += len(pairs) - kept
+            self.stats["attribute pairs dropped"] += total - kept
         return ids
 
     def prompt_text(self, text: str) -> tuple[list[int], str | None]:
