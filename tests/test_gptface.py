@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 
 import numpy as np
 import pytest
 import torch
-from facecorpus.trainer.gptface import GPTFace, GPTFaceConfig, gptface_preset, param_summary
+from facecorpus.trainer.config import ConfigError, GPTFaceConfig, MaskingConfig, model_preset
+from facecorpus.trainer.gptface import GPTFace, param_summary
 from facecorpus.trainer.gptface_batch import (IGNORE, IMAGE, OTHER, TEXT, GPTFaceBatcher, Layout, modality_table,
                                               itm_donors, restrict_logits)
 from facecorpus.trainer.gptface_loss import gptface_loss, summarize
-from facecorpus.trainer.gptface_masking import (MaskingConfig, image_budget, image_mask_count, image_span_mask,
+from facecorpus.trainer.gptface_masking import (image_budget, image_mask_count, image_span_mask,
                                                 span_length_probs, text_span_mask)
 from facecorpus.trainer.sequences import truncate_words
 from scipy import ndimage
@@ -36,7 +39,7 @@ def records(grid: CodeGrid, n: int, per_image: int = 2, seed: int = 0) -> list[d
 
 def tiny(grid: CodeGrid = FFHQ_F16) -> GPTFace:
     torch.manual_seed(0)
-    return GPTFace(gptface_preset("gptface-tiny", grid))
+    return GPTFace(model_preset("gptface-tiny", grid))
 
 
 def batcher(grid: CodeGrid = FFHQ_F16, seed: int = 0, **masking) -> GPTFaceBatcher:
@@ -59,27 +62,30 @@ def test_vocab_layout_is_a_function_of_the_codebook():
 ])
 def test_parameter_counts_are_pinned(grid, d_ff, expected):
     with torch.device("meta"):   # shapes only: no 110M-parameter initialisation on the CPU
-        model = GPTFace(gptface_preset("gptface-base", grid, d_ff=d_ff))
+        model = GPTFace(dataclasses.replace(model_preset("gptface-base", grid), d_ff=d_ff))
     assert model.num_params() == expected and f"({expected:,}) over {grid.codebook_size:,} codes" in param_summary(model)
     blocks = sum(p.numel() for p in model.blocks.parameters())
     assert blocks == 12 * (4 * 768 * 769 + 2 * 2 * 768 + 768 * 2 * d_ff + 2 * d_ff + d_ff * 768 + 768)
 
 
 def test_presets_take_their_grid_from_a_code_grid():
-    base = gptface_preset("gptface-base", GPTFACE_GRID)
+    base = model_preset("gptface-base", GPTFACE_GRID)
     assert (base.n_layer, base.d_model, base.n_head, base.d_ff, base.max_text) == (12, 768, 12, 2048, 64)
     assert base.vocab_size == 38714 and base.n_positions == 1 + 441 + 1 + 64 and base.grid == GPTFACE_GRID
-    small = gptface_preset("gptface-tiny", FFHQ_F16)
+    small = model_preset("gptface-tiny", FFHQ_F16)
     assert (small.n_layer, small.d_model, small.n_positions, small.vocab_size) == (2, 64, 322, 31546)
 
 
 @pytest.mark.parametrize("kw, message", [
-    ({"glu": "relu"}, "model.glu='relu': choose one of gelu, silu, sigmoid"),
-    ({"d_model": 100}, "model.d_model=100 is not divisible by model.n_head=12"),
-    ({"codebook_size": 0}, "code grid codebook_size must be a positive integer, got 0"),
+    ({"glu": "relu"}, "model.glu='relu': must be one of 'gelu', 'silu', 'sigmoid'"),
+    ({"d_model": 100}, "model.d_model=100: must be divisible by model.n_head=12"),
+    ({"codebook_size": -1}, "model.codebook_size=-1: must be >= 1, or 0 (from the shards' code grid)"),
+    ({"codebook_size": 1024}, "model.codebook_size=1024: must be set with model.grid_side and model.resolution"),
+    ({"codebook_size": 70000, "grid_side": 16, "resolution": 256}, "model: codebook of 70000 codes does not fit uint16"),
+    ({"max_text": 0}, "model.max_text=0: must be >= 1"),
 ])
 def test_config_refuses_bad_shapes(kw, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         GPTFaceConfig(**kw)
 
 

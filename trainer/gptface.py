@@ -11,6 +11,7 @@ modality it holds). Padding is hidden from attention as keys only, so a batch wi
 SDPA with no mask at all, which lets it pick its fastest kernels.
 
 The ITM head is one linear layer on the final `[CLS]` state: one logit, > 0 = matched.
+The shape is a `config.GPTFaceConfig` (presets `gptface-base`, `gptface-tiny` in trainer/config.py).
 The choices the paper leaves open (the GLU width above all) are argued in docs/gptface.md.
 Names:
     embed, pos                                      [V, D] and [positions, D] tables (embed is also the softmax)
@@ -21,73 +22,16 @@ Names:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facecorpus import vocab
-from facecorpus.codes import CodeGrid
+from .config import GPTFaceConfig
 
 GLU_ACTIVATIONS = {"gelu": F.gelu, "silu": F.silu, "sigmoid": torch.sigmoid}   # GEGLU, SwiGLU, Dauphin's GLU
-
-
-@dataclass
-class GPTFaceConfig:
-    codebook_size: int = 1024           # VQGAN codes: the vocabulary is 30,522 + this (from a CodeGrid)
-    grid_side: int = 16                 # codes per image side: side² image positions (from a CodeGrid)
-    resolution: int = 256               # the VQGAN's image side in pixels, kept so generation can check its VQGAN
-    max_text: int = 64                  # text ids after the image's [SEP] (the paper's 64)
-    n_layer: int = 12
-    n_head: int = 12
-    d_model: int = 768
-    d_ff: int = 2048                    # GLU inner width, of the gate and of the value (2/3 x 3,072: docs/gptface.md)
-    glu: str = "gelu"                   # GLU gate activation: "gelu" (GEGLU), "silu" (SwiGLU), "sigmoid" (GLU)
-    dropout: float = 0.1                # embeddings, attention probabilities, residual branches
-    ln_eps: float = 1e-6
-
-    def __post_init__(self):
-        CodeGrid(self.codebook_size, self.grid_side, self.resolution)   # the grid's own checks and messages
-        for name in ("max_text", "n_layer", "n_head", "d_model", "d_ff"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"model.{name}={getattr(self, name)}: must be >= 1")
-        if self.d_model % self.n_head:
-            raise ValueError(f"model.d_model={self.d_model} is not divisible by model.n_head={self.n_head}")
-        if self.glu not in GLU_ACTIVATIONS:
-            raise ValueError(f"model.glu={self.glu!r}: choose one of {', '.join(GLU_ACTIVATIONS)}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"model.dropout={self.dropout}: must be in [0, 1)")
-
-    @property
-    def grid(self) -> CodeGrid:
-        return CodeGrid(self.codebook_size, self.grid_side, self.resolution)
-
-    @property
-    def vocab_size(self) -> int:
-        return vocab.vocab_size(self.codebook_size)
-
-    @property
-    def n_positions(self) -> int:
-        """[CLS] + side² codes + [SEP] + max_text ids: 322 on the FFHQ grid, 507 on GPTFace's 21x21."""
-        return 2 + self.grid.count + self.max_text
-
-
-GPTFACE_PRESETS = {
-    # The paper's model: 12 x 768, 12 heads, GLU FFN "3,072" read parameter-matched (d_ff 2,048).
-    "gptface-base": {"n_layer": 12, "n_head": 12, "d_model": 768, "d_ff": 2048, "dropout": 0.1},
-    # CPU tests and the demo, like Talk2Face's `tiny`: the same 8/3 GLU ratio, rounded up to 16.
-    "gptface-tiny": {"n_layer": 2, "n_head": 2, "d_model": 64, "d_ff": 176, "dropout": 0.0},
-}
-
-
-def gptface_preset(name: str, grid: CodeGrid, **overrides) -> GPTFaceConfig:
-    """A preset's shape over `grid` (the VQGAN's, the cache's or the shards' index)."""
-    if name not in GPTFACE_PRESETS:
-        raise ValueError(f"unknown model preset {name!r}; choose one of {', '.join(GPTFACE_PRESETS)}")
-    shape = {"codebook_size": grid.codebook_size, "grid_side": grid.side, "resolution": grid.resolution}
-    return GPTFaceConfig(**{**GPTFACE_PRESETS[name], **shape, **overrides})
+assert set(GLU_ACTIVATIONS) == set(GPTFaceConfig.CHOICES["glu"])
 
 
 class SelfAttention(nn.Module):

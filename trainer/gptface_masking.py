@@ -11,33 +11,13 @@ text beside it changes (an ITM negative gets another sample's text, not another 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
+from .config import MaskingConfig
+
 # Streams of one sample's randomness (the last word of its seed sequence).
 IMAGE_STREAM, TEXT_STREAM, ITM_STREAM = 0, 1, 2
-
-
-@dataclass
-class MaskingConfig:
-    image_start: float = 0.15           # image mask budget at step 0, as a fraction of the grid's codes
-    image_rise: float = 0.01            # added to the budget every `image_every` optimizer steps
-    image_every: int = 20_000           # steps between two rises
-    image_max: float = 0.65             # the budget never exceeds this
-    text_ratio: float = 0.2             # fraction of a text's ids masked (rounded up: docs/gptface.md)
-    span_p: float = 0.2                 # SpanBERT's geometric span-length parameter
-    span_max: int = 10                  # longest span, in whole words (SpanBERT clips at 10)
-
-    def __post_init__(self):
-        for name in ("image_start", "image_max", "text_ratio", "span_p"):
-            if not 0 < getattr(self, name) <= 1:
-                raise ValueError(f"masking.{name}={getattr(self, name)}: must be in (0, 1]")
-        if self.image_rise < 0 or self.image_every < 1 or self.span_max < 1:
-            raise ValueError(f"masking: image_rise={self.image_rise} must be >= 0, image_every={self.image_every} "
-                             f"and span_max={self.span_max} >= 1")
-        if self.image_max < self.image_start:
-            raise ValueError(f"masking.image_max={self.image_max} is below masking.image_start={self.image_start}")
 
 
 def sample_rng(seed: int, step: int, position: int, stream: int) -> np.random.Generator:

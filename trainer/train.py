@@ -56,9 +56,11 @@ def lr_lambda(cfg: RunConfig):
     t = cfg.train
 
     def factor(step: int) -> float:
-        # Linear warm-up from 0, then linear decay to min_lr at max_steps.
+        # Linear warm-up from warmup_from (GPTFace: 2e-4; Talk2Face: 0) to lr, then linear decay to
+        # min_lr at max_steps. The first step already takes one warmup_steps-th of the rise, so with a
+        # start of 0 no step has a zero rate.
         if step < t.warmup_steps:
-            return (step + 1) / t.warmup_steps
+            return (t.warmup_from + (t.lr - t.warmup_from) * (step + 1) / t.warmup_steps) / t.lr
         frac = (step - t.warmup_steps) / max(1, t.max_steps - t.warmup_steps)
         return 1.0 - min(1.0, frac) * (1.0 - t.min_lr / t.lr)
     return factor

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .checkpoint import CheckpointError, resolve_config
-from .config import MODEL_PRESETS, ConfigError, describe
+from .config import PRESETS, ConfigError, describe
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
@@ -19,7 +19,7 @@ from .config import MODEL_PRESETS, ConfigError, describe
 @click.option("--shards", required=True, type=click.Path(exists=True, file_okay=False), help="Shard folder with index.json.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Run folder: step-XXXXXXXX/ checkpoints and train.jsonl. Resumes when it holds a checkpoint.")
-@click.option("--preset", type=click.Choice(list(MODEL_PRESETS)), default=None,
+@click.option("--preset", type=click.Choice(list(PRESETS)), default=None,
               help="Model preset (default tiny; a resumed run keeps its own).")
 @click.pass_context
 def train(ctx: click.Context, shards: str, out: Path, preset: str | None):
