@@ -111,7 +111,7 @@ def measure(variant: str, args, device: torch.device, batches: list[dict]) -> di
     sync()
     seconds = time.perf_counter() - t0
     # Useful work is the same for both: non-pad tokens, and the head on segment-2 targets.
-    flops = sum(mfu.batch_flops(cfg, b["seg"], int((b["targets_t"] >= 0).sum())) for b in timed)  # after timing
+    flops = sum(mfu.batch_flops(cfg, (b["seg"] != 0).sum(1), int((b["targets_t"] >= 0).sum())) for b in timed)  # after timing
     tokens = sum(int((b["seg"] != 0).sum()) for b in timed)
     seqs = len(timed) * args.batch
     value = mfu.mfu(flops, seconds, mfu.device_peak(device))

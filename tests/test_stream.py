@@ -65,7 +65,7 @@ def test_worker_relabelling_continues_round_robin():
 
 
 def take(sp, n):
-    loader = iter(stream.make_loader(sp))
+    loader = iter(stream.make_loader(stream.BalancedStream(sp)))
     out = [next(loader) for _ in range(n)]
     del loader   # shuts the worker processes down
     return out

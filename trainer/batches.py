@@ -30,14 +30,14 @@ TASKS_OF_KIND = {"caption": (TASKS.index("face2caption"), TASKS.index("caption2f
 STAT_KEYS = ("captions truncated", "caption ids dropped", "attribute texts subset", "attribute pairs dropped")
 
 
-def training_index(shards: str, split: str) -> fmt.ShardIndex:
-    """The shards' index, refused before any work if its vocabulary is foreign or `split` lacks a kind."""
+def training_index(shards: str, split: str, kinds: tuple[str, ...] = KINDS,
+                   why: str = "all four tasks need both kinds") -> fmt.ShardIndex:
+    """The shards' index, refused before any work if its vocabulary is foreign or `split` lacks one of `kinds`."""
     index = fmt.read_index(shards)
     index.check_vocab()
-    for kind in KINDS:
+    for kind in kinds:
         if sum(e.count for e in index.select(split, kind)) == 0:
-            raise fmt.FormatError(f"{index.file}: split {split!r} has no {kind} samples; "
-                                  "all four tasks need both kinds")
+            raise fmt.FormatError(f"{index.file}: split {split!r} has no {kind} samples; {why}")
     return index
 
 
@@ -68,15 +68,10 @@ def worker_start(start_batch: int, physical: int, W: int) -> tuple[int, int]:
     return logical, max(0, -(-(start_batch - logical) // W))
 
 
-class BalancedStream(torch.utils.data.IterableDataset):
-    """Endless micro-batches {ids, seg, targets, task, stats} for one rank. Inside a DataLoader worker a
-    data error becomes a batch {"error": message} that make_loader raises: raised in the worker, torch
-    would bury the message in the worker's traceback."""
-
-    def __init__(self, spec: StreamSpec):
-        super().__init__()
-        self.spec = spec
-        self.index = training_index(spec.shards, spec.split)
+class ShardBatches(torch.utils.data.IterableDataset):
+    """Endless micro-batches of one rank, made from shard samples by `_batches`. Inside a DataLoader
+    worker a data error becomes a batch {"error": message} that make_loader raises: raised in the
+    worker, torch would bury the message in the worker's traceback."""
 
     def __iter__(self):
         try:
@@ -87,11 +82,29 @@ class BalancedStream(torch.utils.data.IterableDataset):
             yield {"error": str(exc)}
 
     def _batches(self):
+        raise NotImplementedError
+
+    def reader(self) -> tuple[int, int, int, int, int]:
+        """(W, logical worker, its first batch number j, reader g, readers G) of this DataLoader
+        worker: its batches are this rank's numbers j * W + logical, j = j, j + 1, ..."""
         sp = self.spec
         info = torch.utils.data.get_worker_info()
         W = max(1, sp.num_workers)
         logical, j = worker_start(sp.start_batch, info.id if info else 0, W)
-        g, G = sp.rank * W + logical, sp.world * W
+        return W, logical, j, sp.rank * W + logical, sp.world * W
+
+
+class BalancedStream(ShardBatches):
+    """Endless Talk2Face micro-batches {ids, seg, targets, task, stats} for one rank."""
+
+    def __init__(self, spec: StreamSpec):
+        super().__init__()
+        self.spec = spec
+        self.index = training_index(spec.shards, spec.split)
+
+    def _batches(self):
+        sp = self.spec
+        _, _, j, g, G = self.reader()
         half = sp.micro_batch // 2
         streams = {k: ShardSequence(self.index, self.index.select(sp.split, k), g, G, (sp.seed, i),
                                     sp.shuffle_shards, sp.check_sha256).samples(j * half)
@@ -120,15 +133,16 @@ def _instance(builder: SequenceBuilder, s: fmt.Sample, kind: str, direction: int
     return builder.build(TASKS_OF_KIND[kind][direction], s.codes, text)
 
 
-def make_loader(spec: StreamSpec) -> Iterator[dict]:
+def make_loader(dataset: ShardBatches) -> Iterator:
     """The rank's batches; a data error in any worker stops the run with its message alone."""
+    spec = dataset.spec
     # Its own generator: creating the iterator must not draw from the global RNG that dropout uses,
     # or a resumed run (which creates it after restoring RNG state) would drift from a straight one.
-    loader = torch.utils.data.DataLoader(BalancedStream(spec), batch_size=None, num_workers=spec.num_workers,
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=spec.num_workers,
                                          generator=torch.Generator().manual_seed(spec.seed),
                                          pin_memory=torch.cuda.is_available(),
                                          prefetch_factor=4 if spec.num_workers else None, persistent_workers=False)
     for batch in loader:
-        if "error" in batch:
+        if isinstance(batch, dict) and "error" in batch:
             raise fmt.FormatError(batch["error"])
         yield batch

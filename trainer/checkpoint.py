@@ -4,7 +4,7 @@
     optimizer.pt       AdamW state
     trainer.pt         step, scheduler, scaler, data position (micro-batches consumed per rank), world size
     rng-rankR.pt       every RNG state of rank R (python, numpy, torch CPU, CUDA)
-    config.json        the full RunConfig (model, data, train, code grid) plus the shards' tokenizer identity
+    config.json        the full RunConfig (model family, its sections, code grid) plus the shards' tokenizer identity
     checksums.json     bytes and sha256 of every file above; written last
 
 Everything is written into `RUN/step-XXXXXXXX.tmp/` and published by facecorpus.atomic (fsync, then
@@ -34,7 +34,7 @@ from facecorpus import atomic
 from facecorpus.codes import FFHQ_F16
 
 from .config import ConfigError, RunConfig, apply_overrides
-from .model import Talk2Face
+from .family import build_model
 
 STEP_DIR = re.compile(r"step-(\d{8})$")
 CHECKSUMS = "checksums.json"
@@ -156,7 +156,7 @@ def resolve(path: str | Path, skipped: list[str] | None = None) -> Path:
 
 # ---------------------------------------------------------------- save
 
-def save(run: Path, step: int, model: Talk2Face, optimizer, scheduler, scaler, cfg: RunConfig,
+def save(run: Path, step: int, model: torch.nn.Module, optimizer, scheduler, scaler, cfg: RunConfig,
          batches_consumed: int, identity: dict, keep: int = 0) -> Path:
     """Collective: every rank calls it; rank 0 writes the shared files and the checksums, and publishes."""
     rank = dist.get_rank() if dist.is_initialized() else 0
@@ -256,7 +256,7 @@ def check_identity(ckpt: Path, identity: dict) -> None:
                               + "; ".join(diff) + "): the image/text ids would mean something else")
 
 
-def restore(ckpt: Path, model: Talk2Face, optimizer, scheduler, scaler) -> dict:
+def restore(ckpt: Path, model: torch.nn.Module, optimizer, scheduler, scaler) -> dict:
     """Load every state saved by `save` into the given objects; returns trainer.pt's dict."""
     rank = dist.get_rank() if dist.is_initialized() else 0
     world = dist.get_world_size() if dist.is_initialized() else 1
@@ -273,18 +273,20 @@ def restore(ckpt: Path, model: Talk2Face, optimizer, scheduler, scaler) -> dict:
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu",
-               skipped: list[str] | None = None) -> tuple[Talk2Face, RunConfig]:
+               skipped: list[str] | None = None) -> tuple[torch.nn.Module, RunConfig]:
     """(model in eval mode, its RunConfig) from an intact step folder, or from RUN (its newest intact
     step folder; damaged newer ones are listed in `skipped`).
 
-    `cfg.model` is the ModelConfig; `cfg.data.seq_len` the training length; `cfg.grid` the code grid.
+    The model is of the run's family (`cfg.family`: a Talk2Face or a GPTFace); `cfg.model` its shape,
+    `cfg.data.seq_len` the training length, `cfg.grid` the code grid.
     """
     return load_step(resolve(path, skipped), device)
 
 
-def load_step(ckpt: Path, device: str | torch.device = "cpu") -> tuple[Talk2Face, RunConfig]:
+def load_step(ckpt: Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, RunConfig]:
     """`load_model` of a step folder `resolve` has already checked."""
     cfg = load_config(ckpt)
-    model = Talk2Face(cfg.model)
-    model.load_state_dict(_load(ckpt, "model.pt"))
+    with torch.device("meta"):   # shapes only: the saved weights replace every value
+        model = build_model(cfg)
+    model.load_state_dict(_load(ckpt, "model.pt"), assign=True)
     return model.to(device).eval(), cfg

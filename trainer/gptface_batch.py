@@ -1,6 +1,7 @@
 """GPTFace batches: records -> masked sequences, MILM targets, ITM labels and each position's modality.
 
-A record is `{key, image_id, codes (side x side uint16), text}`. Each becomes
+A record is `{key, image_id, codes (side x side uint16), text}` and optionally `kind` ("caption",
+the default, or "attributes"). Each becomes
 
     [CLS] image codes (span-masked) [SEP] text ids (span-masked, at most max_text) [PAD ...]
 
@@ -9,7 +10,9 @@ of another row that shows another image (another image_id, so never a second rec
 photo) and says something else (another text). Both kinds of row are masked the same way, so ITM
 learns on the masked input it will see when generation scores a half-decoded image; only matched
 rows carry MILM targets, because predicting a face from a caption of another face teaches wrong
-associations (docs/gptface.md).
+associations (docs/gptface.md). A caption longer than `max_text` ids is cut on a word boundary; an
+attribute text keeps a random subset of its key-value pairs that fits, as Talk2Face's training
+does (`sequences.attribute_subset`, drawn from the sample's own generator); both are counted.
 """
 
 from __future__ import annotations
@@ -26,12 +29,15 @@ from facecorpus import vocab
 from facecorpus.codes import CodeGrid
 
 from .generate import allowed_ids
-from .gptface_masking import (IMAGE_STREAM, ITM_STREAM, TEXT_STREAM, MaskingConfig, image_budget, image_mask_count,
+from .config import MaskingConfig
+from .gptface_masking import (IMAGE_STREAM, ITM_STREAM, SUBSET_STREAM, TEXT_STREAM, image_budget, image_mask_count,
                               image_span_mask, sample_rng, text_span_mask)
-from .sequences import continuation_table, truncate_words
+from .sequences import attribute_subset, continuation_table, truncate_words
 
 OTHER, IMAGE, TEXT = 0, 1, 2   # a position's modality: [CLS], [SEP] and padding / an image code / a text id
 IGNORE = -100                  # target of a position without a MILM loss (cross_entropy's ignore_index)
+# What a batch counts of the texts it shortened (GPTFaceBatch.stats), in the order the logs sum them.
+DATA_STATS = ("texts truncated", "text ids dropped", "attribute texts subset", "attribute pairs dropped")
 
 
 @dataclass(frozen=True)
@@ -114,11 +120,15 @@ class GPTFaceBatch:
         return self.pad if self.padded else None
 
     def to(self, device, non_blocking: bool = False) -> GPTFaceBatch:
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> GPTFaceBatch:
+        """What the DataLoader calls with pin_memory=True: page-locked tensors copy to a GPU asynchronously."""
+        return self._map(torch.Tensor.pin_memory)
+
+    def _map(self, fn) -> GPTFaceBatch:
         moved = {f.name: getattr(self, f.name) for f in fields(self)}
-        for name, value in moved.items():
-            if isinstance(value, torch.Tensor):
-                moved[name] = value.to(device, non_blocking=non_blocking)
-        return GPTFaceBatch(**moved)
+        return GPTFaceBatch(**{k: fn(v) if isinstance(v, torch.Tensor) else v for k, v in moved.items()})
 
 
 class GPTFaceBatcher:
@@ -132,14 +142,9 @@ class GPTFaceBatcher:
         self.layout, self.masking, self.seed, self.pad_to_multiple = layout, masking, seed, pad_to_multiple
 
     def build(self, records: Sequence[dict], step: int, first_position: int) -> GPTFaceBatch:
-        keys, image_ids, codes, texts = self._check(records)
+        keys, image_ids, codes, texts, kinds = self._check(records)
         stats: Counter = Counter()
-        text_ids = []
-        for ids in vocab.encode_batch(texts):
-            kept, dropped = truncate_words(ids, self.layout.max_text)
-            stats["texts truncated"] += dropped > 0
-            stats["text ids dropped"] += dropped
-            text_ids.append(kept)
+        text_ids = self._text_ids(texts, kinds, keys, step, first_position, stats)
         donors = itm_donors(image_ids, texts, keys, sample_rng(self.seed, step, first_position, ITM_STREAM))
         budget = image_budget(step, self.masking)
         n_image = image_mask_count(budget, self.layout.grid.count)
@@ -147,8 +152,25 @@ class GPTFaceBatcher:
                 for i in range(len(records))]
         return self._collate(rows, donors, budget, keys, stats)
 
-    def _check(self, records: Sequence[dict]) -> tuple[list[str], list[str], list[np.ndarray], list[str]]:
-        keys, image_ids, codes, texts = [], [], [], []
+    def _text_ids(self, texts: list[str], kinds: list[str], keys: list[str], step: int, first_position: int,
+                  stats: Counter) -> list[list[int]]:
+        """Each text's ids within max_text: captions cut on a word boundary, attribute texts a random
+        subset of their pairs (drawn from the sample's SUBSET_STREAM); what was cut is counted."""
+        out: list[list[int]] = [[] for _ in texts]
+        captions = [i for i, kind in enumerate(kinds) if kind == "caption"]
+        for i, ids in zip(captions, vocab.encode_batch([texts[i] for i in captions])):
+            out[i], dropped = truncate_words(ids, self.layout.max_text)
+            stats["texts truncated"] += dropped > 0
+            stats["text ids dropped"] += dropped
+        for i in (i for i, kind in enumerate(kinds) if kind == "attributes"):
+            rng = sample_rng(self.seed, step, first_position + i, SUBSET_STREAM)
+            out[i], kept, total = attribute_subset(texts[i], self.layout.max_text, rng, keys[i])
+            stats["attribute texts subset"] += kept < total
+            stats["attribute pairs dropped"] += total - kept
+        return out
+
+    def _check(self, records: Sequence[dict]) -> tuple[list[str], list[str], list[np.ndarray], list[str], list[str]]:
+        keys, image_ids, codes, texts, kinds = [], [], [], [], []
         for n, r in enumerate(records):
             key = str(r.get("key", f"record {n} of the batch"))[:200]
             missing = [f for f in ("key", "image_id", "codes", "text") if f not in r]
@@ -160,11 +182,14 @@ class GPTFaceBatcher:
                 raise ValueError(f"{key}: {problem}")
             if not str(r["text"]).strip():
                 raise ValueError(f"{key}: empty text")
+            if r.get("kind", "caption") not in ("caption", "attributes"):
+                raise ValueError(f"{key}: kind {str(r['kind'])[:50]!r} is neither caption nor attributes")
             keys.append(key)
             image_ids.append(str(r["image_id"]))
             codes.append(c)
             texts.append(str(r["text"]))
-        return keys, image_ids, codes, texts
+            kinds.append(r.get("kind", "caption"))
+        return keys, image_ids, codes, texts, kinds
 
     def _row(self, codes: np.ndarray, text: list[int], n_image: int, step: int, position: int,
              matched: bool) -> tuple[np.ndarray, np.ndarray]:

@@ -17,7 +17,7 @@ import numpy as np
 from .config import MaskingConfig
 
 # Streams of one sample's randomness (the last word of its seed sequence).
-IMAGE_STREAM, TEXT_STREAM, ITM_STREAM = 0, 1, 2
+IMAGE_STREAM, TEXT_STREAM, ITM_STREAM, SUBSET_STREAM = 0, 1, 2, 3   # SUBSET: an attribute text's pairs
 
 
 def sample_rng(seed: int, step: int, position: int, stream: int) -> np.random.Generator:

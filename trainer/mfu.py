@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .config import ModelConfig
+from .config import GPTFaceConfig, ModelConfig
 
 # (substring of torch.cuda.get_device_name(), dense bf16 tensor-core FLOP/s). Order matters: the
 # first match wins, so more specific names come first.
@@ -32,16 +32,19 @@ def device_peak(device: torch.device | str) -> float | None:
     return next((peak for key, peak in PEAK_BF16 if key in name), None)
 
 
-def batch_flops(cfg: ModelConfig, seg: torch.Tensor, n_targets: int) -> float:
-    """Training FLOPs (forward + backward) of the useful work in one batch.
+def batch_flops(cfg: ModelConfig | GPTFaceConfig, lengths: torch.Tensor, n_targets: int) -> float:
+    """Training FLOPs (forward + backward) of the useful work in one batch of rows `lengths` long
+    (non-pad tokens per row), either model family.
 
-    6 x matmul parameters per non-pad token for the blocks, 12 x layers x d x length per token for the
-    attention scores over its own row (PaLM, appendix B; masking savings not subtracted), and
-    6 x d x vocab per position that has a target (the head runs only there). Padding counts as nothing.
+    6 x the block's matmul weights (`cfg.block_matmuls`: a GLU's three matrices for GPTFace, the FFN's
+    two for Talk2Face) per layer and non-pad token; 12 x layers x d x length per token for the
+    attention scores over its own row (PaLM, appendix B: exact for GPTFace's bidirectional encoder;
+    Talk2Face's prefix-LM masking savings not subtracted); and 6 x d x vocab per position that has a
+    target (the head runs only there). Padding counts as nothing.
     """
     d, L = cfg.d_model, cfg.n_layer
-    lengths = (seg != 0).sum(1).double()
-    body = 6 * L * (4 * d * d + 2 * d * cfg.d_ff) * float(lengths.sum())
+    lengths = lengths.double()
+    body = 6 * L * cfg.block_matmuls * float(lengths.sum())
     attn = 12 * L * d * float((lengths ** 2).sum())
     return body + attn + 6 * d * cfg.vocab_size * n_targets
 

@@ -1,7 +1,9 @@
 """The training loop: alone or under torchrun (NCCL on GPUs, gloo on CPU), resumable exactly.
 
 Shape follows nanoGPT's train.py: set up, build, then one loop with gradient accumulation, clipping,
-logging and checkpointing. Differences from the released recipe, and why:
+logging and checkpointing. Both model families run this loop; what differs between them (the model,
+its batches, its loss and the figures it logs) sits behind `family.Family`. Differences from the
+released Talk2Face recipe, and why:
 - bf16 autocast on GPU (the release ran fp32); fused AdamW; boolean prefix-LM mask through SDPA.
 - DDP skips the all-reduce on accumulating micro-steps (the release reduced on every one).
 - Checkpoints carry optimizer, scheduler, RNG and data position, so a resumed run continues exactly.
@@ -22,13 +24,11 @@ from facecorpus.shards.format import ShardIndex
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from facecorpus import atomic
-from facecorpus.records import KINDS
 
 from . import checkpoint, mfu
-from .batches import STAT_KEYS, BalancedStream, StreamSpec, make_loader, training_index
+from .batches import StreamSpec, make_loader, training_index
 from .config import RunConfig
-from .model import Talk2Face, param_summary
-from .sequences import TASKS
+from .family import Family, family_of
 
 
 def setup_distributed() -> tuple[int, int, torch.device]:
@@ -69,7 +69,7 @@ def lr_lambda(cfg: RunConfig):
 def build(cfg: RunConfig, device: torch.device, rank: int):
     """(model, optimizer, scheduler, scaler), the model initialised alike on every rank."""
     torch.manual_seed(cfg.train.seed)          # same initial weights on every rank
-    model = Talk2Face(cfg.model).to(device)
+    model = family_of(cfg).build_model(cfg.model).to(device)
     optimizer = build_optimizer(model, cfg, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     scaler = torch.amp.GradScaler(device.type, enabled=False)   # bf16 needs no loss scaling; kept for the format
@@ -77,7 +77,7 @@ def build(cfg: RunConfig, device: torch.device, rank: int):
     return model, optimizer, scheduler, scaler
 
 
-def build_optimizer(model: Talk2Face, cfg: RunConfig, device: torch.device) -> torch.optim.AdamW:
+def build_optimizer(model: torch.nn.Module, cfg: RunConfig, device: torch.device) -> torch.optim.AdamW:
     # Decay matrices and embeddings only; LayerNorm gains and biases stay undecayed (nanoGPT).
     decay = [p for p in model.parameters() if p.dim() >= 2]
     rest = [p for p in model.parameters() if p.dim() < 2]
@@ -134,45 +134,33 @@ class Logger:
 
 class Window:
     """Sums since the last log line, kept on the device (adding to them needs no host sync), as named
-    views of one buffer so that a single all-reduce sums them over ranks."""
+    views of one buffer so that a single all-reduce sums them over ranks: the family's fields, plus
+    non-pad tokens and sequences."""
 
-    FIELDS = (("loss", len(TASKS)),         # summed per-position cross-entropy, per task
-              ("targets", len(TASKS)),      # positions that carried a loss, per task
-              ("tokens", 1),                # non-pad tokens
-              ("sequences", 1),
-              ("data", len(STAT_KEYS)))     # the loader's counts of shortened texts (STAT_KEYS)
-
-    def __init__(self, device: torch.device):
-        self.buf = torch.zeros(sum(n for _, n in self.FIELDS), dtype=torch.float64, device=device)
-        start = 0
-        for name, n in self.FIELDS:
-            setattr(self, name, self.buf[start:start + n])
+    def __init__(self, family: Family, device: torch.device):
+        self.fields = (*family.fields, ("tokens", 1), ("sequences", 1))
+        self.buf = torch.zeros(sum(n for _, n in self.fields), dtype=torch.float64, device=device)
+        start, self.views = 0, {}
+        for name, n in self.fields:
+            self.views[name] = self.buf[start:start + n]
             start += n
 
-    def add_losses(self, losses: torch.Tensor, batch_task: torch.Tensor, target_index: torch.Tensor, width: int):
-        """Per-position losses (in target_index order) into the per-task sums (scatter_add, not
-        bincount: no host sync)."""
-        row_task = batch_task.index_select(0, target_index // width)
-        self.loss.scatter_add_(0, row_task, losses.detach().double())
-        self.targets.scatter_add_(0, row_task, torch.ones_like(row_task, dtype=torch.float64))
+    def add(self, sums: dict) -> None:
+        for name, value in sums.items():
+            view = self.views[name]
+            view.add_(value.to(view.device, non_blocking=True) if isinstance(value, torch.Tensor) else value)
 
     def reduce(self) -> dict[str, list[float]]:
         """All-reduce over ranks (a host sync), then each field as a list."""
         if dist.is_initialized():
             dist.all_reduce(self.buf)
         values, out = self.buf.tolist(), {}
-        for name, n in self.FIELDS:
+        for name, n in self.fields:
             out[name], values = values[:n], values[n:]
         return out
 
     def zero(self) -> None:
         self.buf.zero_()
-
-
-def task_means(sums: dict[str, list[float]], name: str) -> dict:
-    """{name: mean loss per target position, name/<task>: the same per task (None without targets)}."""
-    means = {name: sum(sums["loss"]) / max(1.0, sum(sums["targets"]))}
-    return {**means, **{f"{name}/{task}": s / c if c else None for task, s, c in zip(TASKS, sums["loss"], sums["targets"])}}
 
 
 def _print(rank: int, console, msg: str) -> None:
@@ -218,14 +206,17 @@ def _barrier() -> None:
 
 def _train(cfg: RunConfig, run: Path, rank: int, world: int, device: torch.device, console) -> dict:
     accum = accumulation_steps(cfg, world)
-    index = training_index(cfg.data.shards, cfg.data.split)   # refuses a foreign vocabulary before any work
+    family = family_of(cfg)
+    kinds = family.kinds(cfg)
+    why = f"a {family.title} run trains on {' and '.join(kinds)} samples"
+    index = training_index(cfg.data.shards, cfg.data.split, kinds, why)   # refused before any work
     identity = index.identity
-    cfg = cfg.sized(index.grid)   # vocabulary and sequence length follow the shards' codes
+    cfg = cfg.sized(index.grid)   # vocabulary, grid and sequence length follow the shards' codes
     run.mkdir(parents=True, exist_ok=True)
     model, optimizer, scheduler, scaler = build(cfg, device, rank)
     logger = Logger(run, cfg, rank, console)
     step, batches, resumed = _resume(run, rank, console, identity, model, optimizer, scheduler, scaler)
-    _print(rank, console, f"Talk2Face {cfg.preset}: {param_summary(model)}; {world} process(es) x "
+    _print(rank, console, f"{family.title} {cfg.preset}: {family.summary(model)}; {world} process(es) x "
                           f"{cfg.data.micro_batch} sequences x {accum} micro-steps = {cfg.train.batch_size} per step; "
                           f"{cfg.data.seq_len} ids per sequence ({cfg.grid.count} image codes)")
 
@@ -237,8 +228,8 @@ def _train(cfg: RunConfig, run: Path, rank: int, world: int, device: torch.devic
     spec = StreamSpec(cfg.data.shards, cfg.data.split, cfg.data.seq_len, batch_width(cfg), cfg.data.micro_batch,
                       cfg.data.num_workers, cfg.data.shuffle_shards, cfg.data.loss_on, cfg.train.seed,
                       rank, world, batches, cfg.data.check_sha256)
-    loader = make_loader(spec)
-    held_out = val_batches(cfg, index, spec, logger)
+    loader = make_loader(family.dataset(spec, cfg, accum))
+    held_out = val_batches(family, cfg, index, spec, accum, logger)
     amp = autocast_dtype(cfg, device)
     peak = mfu.device_peak(device)
 
@@ -247,7 +238,7 @@ def _train(cfg: RunConfig, run: Path, rank: int, world: int, device: torch.devic
 
     if resumed is None:   # an early checkpoint makes a misconfigured save path fail in seconds
         save(0)
-    window = Window(device)
+    window = Window(family, device)
     flops, wait, t_window = 0.0, 0.0, time.perf_counter()
     model.train()
     while step < cfg.train.max_steps:
@@ -256,7 +247,8 @@ def _train(cfg: RunConfig, run: Path, rank: int, world: int, device: torch.devic
             batch = next(loader)
             wait += time.perf_counter() - t0
             # Only the last micro-step all-reduces gradients; the others accumulate locally.
-            flops += _micro_step(model, batch, device, amp, micro == accum - 1 or world == 1, accum, window, cfg)
+            _micro_step(family, model, batch, device, amp, micro == accum - 1 or world == 1, accum, window)
+            flops += family.flops(cfg, batch)   # from the batch's CPU tensors: no sync
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip or float("inf"))
         lr = scheduler.get_last_lr()[0]   # the rate this step used
         optimizer.step()
@@ -266,11 +258,12 @@ def _train(cfg: RunConfig, run: Path, rank: int, world: int, device: torch.devic
 
         last = step == cfg.train.max_steps
         if step % cfg.train.log_interval == 0 or last:
-            logger.write(_log_record(step, window, flops, wait, t_window, grad_norm, lr, peak, world))
+            figures = {"lr": lr, **family.extras(cfg, step), "grad_norm": float(grad_norm)}
+            logger.write(_log_record(step, family, window, figures, flops, wait, t_window, peak, world))
             window.zero()
             flops, wait, t_window = 0.0, 0.0, time.perf_counter()
         if held_out and (last or step % cfg.train.eval_interval == 0):
-            logger.write({"step": step, **estimate_loss(raw, held_out, device, amp)})
+            logger.write({"step": step, **estimate_loss(family, raw, held_out, device, amp)})
         stopping = step == cfg.train.stop_at_step
         if step % cfg.train.ckpt_interval == 0 or last or stopping:
             save(step)
@@ -284,53 +277,47 @@ def batch_width(cfg: RunConfig) -> int:
     return -(-cfg.data.seq_len // cfg.data.pad_to_multiple) * cfg.data.pad_to_multiple
 
 
-def val_batches(cfg: RunConfig, index: ShardIndex, spec: StreamSpec, logger: Logger) -> list[dict]:
+def val_batches(family: Family, cfg: RunConfig, index: ShardIndex, spec: StreamSpec, accum: int,
+                logger: Logger) -> list:
     """The held-out micro-batches of this rank: the first `train.eval_batches` of the val split,
-    read once and reused, so every held-out loss of a run is measured on the same sequences. Empty
-    (with a note) when evaluation is off or the shards hold no val samples of some kind."""
+    read once and reused, so every held-out loss of a run is measured on the same sequences (for
+    GPTFace: the same masks and ITM pairs, drawn once). Empty (with a note) when evaluation is off
+    or the shards hold no val samples of a kind the model trains on."""
     if not cfg.train.eval_interval:
         return []
-    counts = {kind: sum(e.count for e in index.select("val", kind)) for kind in KINDS}
+    counts = {kind: sum(e.count for e in index.select("val", kind)) for kind in family.kinds(cfg)}
     if not all(counts.values()):
         missing = " and ".join(k for k, n in counts.items() if not n)
         logger.note(f"no held-out loss: the shards' val split has no {missing} samples")
         return []
-    stream = iter(BalancedStream(replace(spec, split="val", num_workers=0, start_batch=0)))
+    stream = iter(family.dataset(replace(spec, split="val", num_workers=0, start_batch=0), cfg, accum))
     return [next(stream) for _ in range(cfg.train.eval_batches)]
 
 
 @torch.no_grad()
-def estimate_loss(model: Talk2Face, batches: list[dict], device, amp) -> dict:
-    """Mean held-out loss over `batches`, in total and per task, summed over ranks (nanoGPT's
-    estimate_loss). Eval mode draws no random numbers, so an exact resume stays exact."""
-    window = Window(device)
+def estimate_loss(family: Family, model: torch.nn.Module, batches: list, device, amp) -> dict:
+    """Mean held-out loss over `batches` (the family's figures, as `val/...`), summed over ranks
+    (nanoGPT's estimate_loss). Eval mode draws no random numbers, so an exact resume stays exact."""
+    window = Window(family, device)
     model.eval()
     cast = torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext()
     for batch in batches:
-        ids, seg, targets, index, task = (batch[k].to(device) for k in ("ids", "seg", "targets", "target_index", "task"))
         with cast:
-            losses = model(ids, seg, targets=targets, target_index=index)
-        window.add_losses(losses, task, index, ids.shape[1])
+            _, sums = family.forward(model, batch, device)
+        window.add(sums)
     model.train()
-    return task_means(window.reduce(), "val/loss")
+    return family.means(window.reduce(), "val/")
 
 
-def _micro_step(model, batch: dict, device, amp, sync: bool, accum: int, window: Window, cfg) -> float:
-    """Forward and backward of one micro-batch; adds its sums to `window`; returns its FLOPs."""
-    ids, seg, targets, index, task = (batch[k].to(device, non_blocking=True)
-                                      for k in ("ids", "seg", "targets", "target_index", "task"))
+def _micro_step(family: Family, model, batch, device, amp, sync: bool, accum: int, window: Window) -> None:
+    """Forward and backward of one micro-batch; adds its sums to `window`."""
     ctx = model.no_sync() if not sync else contextlib.nullcontext()
     cast = torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext()
     with ctx:   # backward inside too: DDP decides whether to reduce when gradients are ready
         with cast:
-            losses = model(ids, seg, targets=targets, target_index=index)
-            loss = losses.sum() / losses.numel() / accum
-        loss.backward()
-    window.add_losses(losses, task, index, ids.shape[1])
-    window.tokens += (seg != 0).sum()
-    window.sequences += ids.shape[0]
-    window.data += batch["stats"].to(device)
-    return mfu.batch_flops(cfg.model, batch["seg"], batch["target_index"].numel())   # CPU tensors
+            loss, sums = family.forward(model, batch, device)
+        (loss / accum).backward()
+    window.add(sums)
 
 
 def _finish(run: Path, logger, step: int, batches: int, cfg: RunConfig, device, world: int) -> dict:
@@ -347,7 +334,7 @@ def _finish(run: Path, logger, step: int, batches: int, cfg: RunConfig, device, 
             "checkpoint": str(checkpoint.newest_intact(run)), "log": str(logger.path)}
 
 
-def _log_record(step, window: Window, flops, wait, t_window, grad_norm, lr, peak, world) -> dict:
+def _log_record(step, family: Family, window: Window, figures: dict, flops, wait, t_window, peak, world) -> dict:
     """All-reduce the window's sums (the only host sync besides checkpoints) and derive the figures."""
     if dist.is_initialized():
         f = torch.tensor([flops], dtype=torch.float64, device=window.buf.device)
@@ -358,13 +345,12 @@ def _log_record(step, window: Window, flops, wait, t_window, grad_norm, lr, peak
     value = mfu.mfu(flops, seconds, peak, world)
     return {
         "step": step,
-        "lr": lr,
-        **task_means(w, "loss"),
-        "grad_norm": float(grad_norm),
+        **family.means(w, ""),
+        **figures,                              # lr, grad_norm and the family's schedule (GPTFace: mask_budget)
         "tokens_per_s": w["tokens"][0] / seconds,        # non-pad tokens, all ranks
         "seq_per_s": w["sequences"][0] / seconds,
         "mfu": "n/a" if value is None else value,
         "data_wait": wait / seconds,            # rank 0's share of time blocked on the loader
         "seconds": seconds,
-        **{f"data/{k.replace(' ', '_')}": v for k, v in zip(STAT_KEYS, w["data"])},
+        **{f"data/{k.replace(' ', '_')}": v for k, v in zip(family.data_stats, w["data"])},
     }
