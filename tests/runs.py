@@ -7,16 +7,17 @@ from pathlib import Path
 import torch
 from facecorpus.trainer import checkpoint
 from facecorpus.trainer.config import RunConfig
-from facecorpus.trainer.model import Talk2Face
 
 from facecorpus.codes import FFHQ_F16
 
 TINY_F16 = {"vqgan": {"name": "tiny-f16"}}   # what a run on the demo's shards records of its VQGAN
 
 
-def save_run(run: Path, model: Talk2Face, identity: dict | None = None, step: int = 1) -> Path:
-    """`run/step-XXXXXXXX/` holding `model` (a tiny preset on FFHQ f16 codes) as training saves it."""
-    cfg = RunConfig.from_preset("tiny").sized(FFHQ_F16)
+def save_run(run: Path, model: torch.nn.Module, identity: dict | None = None, step: int = 1,
+             preset: str = "tiny") -> Path:
+    """`run/step-XXXXXXXX/` holding `model` (a tiny preset of either family on FFHQ f16 codes) as
+    training saves it."""
+    cfg = RunConfig.from_preset(preset).sized(FFHQ_F16)
     optimizer = torch.optim.AdamW(model.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
     scaler = torch.amp.GradScaler("cpu", enabled=False)

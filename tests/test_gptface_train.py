@@ -120,7 +120,7 @@ def test_an_impossible_itm_pairing_names_the_shard_and_sample(tmp_path):
 
 
 GPTFACE_ARGS = ["--preset", "gptface-tiny", "--model.dropout=0.1", "--masking.image_every=1", "--masking.image_rise=0.1",
-                "--data.gptface_records=both", "--train.warmup_steps=2"]
+                "--data.gptface_records=both", "--train.warmup_steps=2", "--data.seq_len=0"]   # after test_train.ARGS
 
 
 @pytest.mark.slow

@@ -108,7 +108,11 @@ def pick(logits: torch.Tensor, allowed: torch.Tensor, s: Sampling, generator: to
          race: torch.Tensor | None = None) -> torch.Tensor:
     """[B,V] logits -> [B] ids, never outside `allowed`. `race`: the Exp(1) noise ([B,V] fp32), drawn by
     the caller (a CUDA graph cannot draw from a user generator); default: drawn here from `generator`."""
-    x = filter_logits(logits, allowed, s)
+    return draw(filter_logits(logits, allowed, s), s, generator, race)
+
+
+def draw(x: torch.Tensor, s: Sampling, generator: torch.Generator | None, race: torch.Tensor | None = None) -> torch.Tensor:
+    """[B,V] logits already through `filter_logits` -> [B] ids (the arg-max when greedy)."""
     if s.greedy:
         return x.argmax(-1)
     # Exponential race, the same distribution as torch.multinomial(probs, 1) (argmax of p_i / E_i with
@@ -322,7 +326,7 @@ def decode(model, ids: torch.Tensor, seg: torch.Tensor, steps: int, modality: st
     return torch.stack(out, 1)
 
 
-def _batches(n: int, size: int):
+def batches(n: int, size: int):
     if size < 1:
         raise GenerationError(f"batch size must be >= 1, got {size}")
     for start in range(0, n, size):
@@ -349,7 +353,7 @@ def generate_images(model, builder: SequenceBuilder, texts: list[str], s: Sampli
     for i, pre in enumerate(prefixes):
         by_len.setdefault(len(pre), []).append(i)
     for rows in by_len.values():
-        for part in _batches(len(rows), batch_size):
+        for part in batches(len(rows), batch_size):
             idx = rows[part]
             ids, seg = _ones([prefixes[i] for i in idx])
             new = decode(model, ids, seg, count, "image", s, generator, use_cache=use_cache, seq_len=builder.seq_len)
@@ -371,7 +375,7 @@ def generate_captions(model, builder: SequenceBuilder, codes: torch.Tensor, s: S
     """[N, grid.count] codes -> N detokenized captions, each at most the text budget long."""
     check_fit(model, builder)
     out: list[str] = []
-    for part in _batches(len(codes), batch_size):
+    for part in batches(len(codes), batch_size):
         ids, seg = _ones([image_prefix(builder, "to-caption", c) for c in codes[part]])
         steps = builder.seq_len - ids.shape[1]     # the text budget and the closing [SEP]
         new = decode(model, ids, seg, steps, "text", s, generator, stop=(vocab.SEP,), seq_len=builder.seq_len)
@@ -398,7 +402,7 @@ def generate_attribute(model, builder: SequenceBuilder, codes: torch.Tensor, key
     check_fit(model, builder)
     out: list[str] = []
     stops = (vocab.SEP, SEMICOLON)
-    for part in _batches(len(codes), batch_size):
+    for part in batches(len(codes), batch_size):
         ids, seg = _attribute_input(builder, codes[part], key)
         new = decode(model, ids, seg, MAX_VALUE, "text", s, generator, stop=stops, seq_len=builder.seq_len)
         out += [vocab.decode_text(_cut(r, stops)).strip() for r in new.tolist()]
@@ -420,7 +424,7 @@ def rank_values(model, builder: SequenceBuilder, codes: torch.Tensor, key: str, 
     cand = [vocab.encode_text(str(c)) for c in candidates]
     device = _device(model)
     scores = torch.empty(len(codes), len(cand))
-    for part in _batches(len(codes), batch_size):
+    for part in batches(len(codes), batch_size):
         ids, seg = _attribute_input(builder, codes[part], key)
         b, p = ids.shape
         for c, value in enumerate(cand):

@@ -1,7 +1,8 @@
 """What `generate` and `evaluate` load before they ask a model anything: the device, the model (a
-training run, one of its step folders, or the authors' released `talk2face.bin`) with the sequence
-layout it was trained for (code grid and sequence length, from its checkpoint), the VQGAN whose codes
-it reads, and input images encoded by that VQGAN.
+training run of either family, one of its step folders, or the authors' released `talk2face.bin`)
+with the sequence layout it was trained for (code grid and sequence length, from its checkpoint),
+the VQGAN whose codes it reads, and input images encoded by that VQGAN; and which prompts each
+family answers (`PROMPTS`), run over their inputs (`run_prompt`).
 
 Every problem here is an `InferenceError` whose message names the input: the commands print it as
 one line, never as a traceback.
@@ -17,9 +18,14 @@ import torch
 from facecorpus.codes import FFHQ_F16
 
 from . import checkpoint
-from .model import Talk2Face
+from .generate import PROMPT_NAMES, Sampling
+from .gptface_batch import Layout
 from .released import load_released
 from .sequences import SequenceBuilder
+
+# The prompts of each family, under one set of names (`generate --prompt`).
+PROMPTS = {"talk2face": PROMPT_NAMES, "gptface": ("inpaint", "to-image", "tags")}
+ALL_PROMPTS = tuple(dict.fromkeys(p for names in PROMPTS.values() for p in names))
 
 
 class InferenceError(ValueError):
@@ -49,11 +55,16 @@ def resolve_device(name: str) -> str:
 @dataclass
 class Loaded:
     """A model ready to sample from, and what it was trained on."""
-    model: Talk2Face
-    builder: SequenceBuilder          # the code grid and sequence length of its training sequences
+    model: torch.nn.Module            # a Talk2Face or a GPTFace (`family`)
+    builder: SequenceBuilder | Layout   # its training sequences' layout: code grid and length (`.grid`)
     source: Path                      # the step folder or the released file loaded
     vqgan: dict = field(default_factory=dict)     # identity of the VQGAN its shards were made with ({} if unknown)
     skipped: list[str] = field(default_factory=list)   # damaged newer step folders passed over
+    family: str = "talk2face"
+
+    @property
+    def title(self) -> str:
+        return {"talk2face": "Talk2Face", "gptface": "GPTFace"}[self.family]
 
 
 def open_model(path: str | Path, device: str = "cpu") -> Loaded:
@@ -67,6 +78,8 @@ def open_model(path: str | Path, device: str = "cpu") -> Loaded:
         ckpt = checkpoint.resolve(path, skipped)
         model, cfg = checkpoint.load_step(ckpt, device)
         vqgan = checkpoint.shards_identity(ckpt).get("vqgan") or {}
+        if cfg.family == "gptface":
+            return Loaded(model, Layout(cfg.grid, cfg.model.max_text), ckpt, vqgan, skipped, "gptface")
         return Loaded(model, SequenceBuilder(cfg.data.seq_len, cfg.grid), ckpt, vqgan, skipped)
     except (checkpoint.CheckpointError, ValueError) as err:
         raise InferenceError(str(err)) from None
@@ -113,34 +126,95 @@ def encode_images(paths: list[Path], vqgan) -> torch.Tensor:
     return vqgan.encode(torch.stack(images)).reshape(len(paths), -1).cpu()
 
 
-def run_prompt(loaded: Loaded, vq, prompt: str, rows: list[str], key: str | None, candidates: str | None,
-               sampling, generator, batch_size: int, out: Path, progress=None) -> list[dict]:
-    """One prompt over its inputs (texts for to-image, image paths otherwise) -> one result per input:
-    {input, output} (a PNG path under `out` for to-image, else text), plus `note` where a to-image
-    text was cut to the text budget (on the word and key-value-pair boundaries training uses)."""
-    from facecorpus.preprocess import to_pil
+@dataclass(frozen=True)
+class Request:
+    """What `generate` was asked: a prompt, its inputs (each once per sample) and how to draw."""
+    prompt: str
+    inputs: list[str]                 # texts for to-image, else image paths
+    sampling: Sampling = Sampling()
+    key: str | None = None            # to-attributes: `fairface race:`
+    candidates: str | None = None     # to-attributes: a closed label set to rank
+    text: str | None = None           # inpaint: the text guiding it
+    mask: tuple[int, int, int, int] | None = None   # inpaint: the pixel box x0, y0, x1, y1 to redraw
+    per_iteration: int = 8            # GPTFace: positions fixed per decoding iteration
+    guidance: float = 0.01            # GPTFace: the ITM-guidance step λ when a text is given
+    n_tags: int = 8                   # tags: [MASK]s in the template
 
+
+def check_prompt(loaded: Loaded, prompt: str) -> None:
+    if prompt not in PROMPTS[loaded.family]:
+        others = [f for f, names in PROMPTS.items() if prompt in names]
+        raise InferenceError(f"--prompt {prompt}: {loaded.source} is a {loaded.title} model, whose prompts are "
+                             f"{', '.join(PROMPTS[loaded.family])}" + (f"; {prompt} is {others[0]}'s" if others else ""))
+
+
+def run_prompt(loaded: Loaded, vq, req: Request, generator, batch_size: int, out: Path, progress=None) -> list[dict]:
+    """One prompt over its inputs -> one result per input: {input, output} (a PNG path under `out`
+    for faces, else text), plus `note` where a text was cut to the model's text budget (on the word
+    and key-value-pair boundaries training uses)."""
+    check_prompt(loaded, req.prompt)
+    if loaded.family == "gptface":
+        return _run_gptface(loaded, vq, req, generator, batch_size, out, progress)
     from . import generate as gen
 
-    model, builder = loaded.model, loaded.builder
-    if prompt == "to-image":
-        codes = gen.generate_images(model, builder, rows, sampling, generator, batch_size, progress=progress)
-        results = []
-        for i, text in enumerate(rows):
-            path = out / f"{i:04d}.png"
-            to_pil(vq.decode(codes[i:i + 1])[0]).save(path)
-            note = gen.text_prefix(builder, text)[1]
-            results.append({"input": text, "output": str(path), **({"note": note} if note else {})})
-        return results
+    model, builder, rows = loaded.model, loaded.builder, req.inputs
+    if req.prompt == "to-image":
+        codes = gen.generate_images(model, builder, rows, req.sampling, generator, batch_size, progress=progress)
+        notes = [gen.text_prefix(builder, text)[1] for text in rows]
+        return _faces(vq, codes, rows, notes, out)
     codes = encode_images([Path(r) for r in rows], vq)
-    if prompt == "to-caption":
-        outputs = gen.generate_captions(model, builder, codes, sampling, generator, batch_size, progress=progress)
-    elif candidates:
-        values = [c.strip() for c in candidates.split(",") if c.strip()]
-        outputs, _ = gen.rank_values(model, builder, codes, key, values, batch_size, progress=progress)
+    if req.prompt == "to-caption":
+        outputs = gen.generate_captions(model, builder, codes, req.sampling, generator, batch_size, progress=progress)
+    elif req.candidates:
+        values = [c.strip() for c in req.candidates.split(",") if c.strip()]
+        outputs, _ = gen.rank_values(model, builder, codes, req.key, values, batch_size, progress=progress)
     else:
-        outputs = gen.generate_attribute(model, builder, codes, key, gen.GREEDY, generator, batch_size, progress=progress)
+        outputs = gen.generate_attribute(model, builder, codes, req.key, gen.GREEDY, generator, batch_size,
+                                         progress=progress)
     return [{"input": r, "output": o} for r, o in zip(rows, outputs)]
+
+
+def _faces(vq, codes: torch.Tensor, inputs: list[str], notes: list[str | None], out: Path,
+           extras: list[dict] | None = None) -> list[dict]:
+    """Each row's codes decoded by the VQGAN to OUT/NNNN.png -> its result (plus its `extras`)."""
+    from facecorpus.preprocess import to_pil
+
+    results = []
+    for i, (inp, note) in enumerate(zip(inputs, notes)):
+        path = out / f"{i:04d}.png"
+        to_pil(vq.decode(codes[i:i + 1])[0]).save(path)
+        results.append({"input": inp, **(extras[i] if extras else {}), "output": str(path), **({"note": note} if note else {})})
+    return results
+
+
+def _run_gptface(loaded: Loaded, vq, req: Request, generator, batch_size: int, out: Path, progress) -> list[dict]:
+    from . import gptface_generate as gg
+
+    model, layout, rows = loaded.model, loaded.builder, req.inputs
+    d = gg.Decoding(req.per_iteration, req.sampling, req.guidance)
+    if req.prompt == "to-image":
+        codes, notes = gg.to_image(model, layout, rows, d, generator, batch_size, progress)
+        return _faces(vq, codes, rows, notes, out)
+    paths = [Path(r) for r in rows]
+    codes = encode_images(paths, vq)
+    if req.prompt == "tags":
+        return [{"input": r, "output": t} for r, t in
+                zip(rows, gg.tags(model, layout, codes, req.n_tags, d, generator, batch_size, progress))]
+    cells = torch.stack([gg.mask_cells(req.mask, size, layout.grid, f"{p}: ") for p, size in zip(paths, image_sizes(paths))])
+    codes, note = gg.inpaint(model, layout, codes, cells, req.text, d, generator, batch_size, progress)
+    extras = [{"mask": list(req.mask), "cells": int(c.sum()), **({"text": req.text} if req.text else {})} for c in cells]
+    return _faces(vq, codes, rows, [note] * len(rows), out, extras)
+
+
+def image_sizes(paths: list[Path]) -> list[tuple[int, int]]:
+    """(width, height) of each input image, as read (`encode_images` has already opened them)."""
+    from PIL import Image
+
+    sizes = []
+    for p in paths:
+        with Image.open(p) as img:
+            sizes.append(img.size)
+    return sizes
 
 
 def check_shards(loaded: Loaded, index) -> None:

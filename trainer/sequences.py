@@ -113,6 +113,22 @@ def attribute_subset(text: str, budget: int, rng: np.random.Generator | None, wh
     return ids, kept, len(pairs)
 
 
+def cut_prompt(text: str, budget: int) -> tuple[list[int], str | None]:
+    """A prompt's text (a caption or an attribute text) cut as training cuts it, without randomness:
+    a caption on a word boundary, an attribute text to its first key-value pairs in their order ->
+    (ids, a note saying what was cut, or None when it fits). Both model families' prompts use it."""
+    if is_attribute_text(text):
+        ids, kept, total = attribute_subset(text, budget, None, "prompt text")
+        if kept < total:
+            return ids, f"kept the first {kept} of {total} key-value pairs: the text budget is {budget} ids"
+        return ids, None
+    ids, dropped = truncate_words(vocab.encode_text(text), budget)
+    if dropped:
+        return ids, (f"cut to {len(ids)} of {len(ids) + dropped} WordPiece ids at a word boundary: the text "
+                     f"budget is {budget} ids")
+    return ids, None
+
+
 @dataclass
 class Instance:
     ids: list[int]
@@ -146,22 +162,8 @@ class SequenceBuilder:
         return ids
 
     def prompt_text(self, text: str) -> tuple[list[int], str | None]:
-        """A to-image input (a caption or an attribute text) cut as training cuts it, without
-        randomness -> (ids, a note saying what was cut, or None when it fits)."""
-        before = Counter(self.stats)
-        if is_attribute_text(text):
-            ids = self.attributes(text, None, "to-image text")
-        else:
-            ids = self.caption(text)
-        cut = self.stats - before
-        if cut["attribute pairs dropped"]:
-            total = len(textproto.split_pairs(text.strip().partition(" ")[2]))
-            return ids, (f"kept the first {total - cut['attribute pairs dropped']} of {total} key-value pairs: "
-                         f"the text budget is {self.budget} ids")
-        if cut["caption ids dropped"]:
-            return ids, (f"cut to {len(ids)} of {len(ids) + cut['caption ids dropped']} WordPiece ids at a word "
-                         f"boundary: the text budget is {self.budget} ids")
-        return ids, None
+        """A to-image input cut to this builder's text budget (`cut_prompt`)."""
+        return cut_prompt(text, self.budget)
 
     def image_ids(self, codes) -> list[int]:
         """One image's codes (any shape holding `grid.count` codes in the codebook) as vocabulary ids."""
