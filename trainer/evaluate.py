@@ -1,4 +1,5 @@
-"""The paper's evaluation protocols (Talk2Face section 4, Tables 2-4) on held-out shards.
+"""The papers' evaluation protocols on held-out shards: Talk2Face's (section 4, Tables 2-4) here,
+GPTFace's few-shot probe (its Table 2, for either family) in trainer/fewshot.py.
 
   age         CACD `cacd age:`, greedy answer read as an integer: mean absolute error
   expression  AffectNet `affectnet expression:`: accuracy
@@ -50,7 +51,7 @@ ATTRIBUTE_TASKS = {
     "race": AttributeTask("fairface", "race", "accuracy"),
     "celeba": AttributeTask("celeba", None, "accuracy"),
 }
-TASKS = (*ATTRIBUTE_TASKS, "caption", "text2face")
+TASKS = (*ATTRIBUTE_TASKS, "caption", "text2face")   # Talk2Face's paper: they ask its prompts
 
 
 class EvaluationError(ValueError):
@@ -72,11 +73,11 @@ def read_samples(shards: Path, split: str, kind: str, dataset: str) -> list[Samp
     return sorted(out, key=lambda s: s.key)
 
 
-def _codes(samples: list[Sample]) -> torch.Tensor:
+def codes_of(samples: list[Sample]) -> torch.Tensor:
     return torch.from_numpy(np.stack([s.codes.astype(np.int64) for s in samples])).reshape(len(samples), -1)
 
 
-def _by_image(samples: list[Sample]) -> list[Sample]:
+def by_image(samples: list[Sample]) -> list[Sample]:
     """One sample per image (the first by key): an image is asked once per attribute."""
     seen: dict[str, Sample] = {}
     for s in samples:
@@ -95,7 +96,7 @@ def _answers(model, builder, codes, key: str, candidates: list[str] | None, batc
 def _score_one(model, builder, samples, dataset, attribute, metric, rank, batch_size, progress) -> dict:
     truth = [s.labels[attribute] for s in samples]
     candidates = sorted({textproto.format_value(v) for v in truth}) if rank else None
-    answers = _answers(model, builder, _codes(samples), f"{dataset} {attribute}:", candidates, batch_size, progress)
+    answers = _answers(model, builder, codes_of(samples), f"{dataset} {attribute}:", candidates, batch_size, progress)
     parsed = [textproto.parse_value(a) for a in answers]
     examples = [{"image_id": s.image_id, "label": t, "answer": a} for s, t, a in list(zip(samples, truth, answers))[:5]]
     if metric == "accuracy":
@@ -115,7 +116,7 @@ def _score_one(model, builder, samples, dataset, attribute, metric, rank, batch_
 def evaluate_attributes(model, builder: SequenceBuilder, shards: Path, task: str, split: str = "test",
                         limit: int | None = None, rank: bool = False, batch_size: int = 16, progress=None) -> dict:
     spec = ATTRIBUTE_TASKS[task]
-    samples = _by_image(read_samples(shards, split, "attributes", spec.dataset))[:limit]
+    samples = by_image(read_samples(shards, split, "attributes", spec.dataset))[:limit]
     if spec.attribute is not None:
         samples = [s for s in samples if spec.attribute in s.labels]
         if not samples:
@@ -136,7 +137,7 @@ def evaluate_attributes(model, builder: SequenceBuilder, shards: Path, task: str
 def attribute_work(shards: Path, task: str, split: str, limit: int | None) -> int:
     """Sequences an attribute task decodes (for the progress bar)."""
     spec = ATTRIBUTE_TASKS[task]
-    samples = _by_image(read_samples(shards, split, "attributes", spec.dataset))[:limit]
+    samples = by_image(read_samples(shards, split, "attributes", spec.dataset))[:limit]
     if spec.attribute is not None:
         return sum(spec.attribute in s.labels for s in samples)
     return sum(len(s.labels) for s in samples)
@@ -149,13 +150,13 @@ def caption_inputs(shards: Path, split: str, dataset: str, limit: int | None) ->
     refs: dict[str, list[str]] = defaultdict(list)
     for s in samples:
         refs[s.image_id].append(s.text)
-    return _by_image(samples)[:limit], refs
+    return by_image(samples)[:limit], refs
 
 
 def evaluate_captions(model, builder: SequenceBuilder, shards: Path, split: str = "test", dataset: str = "celebatexthq",
                       limit: int | None = None, meteor: bool = True, batch_size: int = 16, progress=None) -> dict:
     images, refs = caption_inputs(shards, split, dataset, limit)
-    hyps = gen.generate_captions(model, builder, _codes(images), gen.GREEDY, None, batch_size, progress)
+    hyps = gen.generate_captions(model, builder, codes_of(images), gen.GREEDY, None, batch_size, progress)
     hyp_by_id = {s.image_id: h for s, h in zip(images, hyps)}
     scores = metrics.caption_scores({k: refs[k] for k in hyp_by_id}, hyp_by_id, meteor=meteor)
     examples = [{"image_id": s.image_id, "generated": h, "reference": refs[s.image_id][0]} for s, h in zip(images[:5], hyps)]
@@ -182,8 +183,8 @@ def real_image_batches(real_images: Path | None, samples: list[Sample], vqgan, b
         size = vqgan.code_grid.resolution
         arrays = [torch.from_numpy(preprocess_uint8(load_image(f), size=size)).movedim(-1, 0) for f in files]
         return [torch.stack(arrays[i:i + batch_size]) for i in range(0, len(arrays), batch_size)], f"{len(files)} files in {real_images}"
-    uniq = _by_image(samples)
-    codes = _codes(uniq)
+    uniq = by_image(samples)
+    codes = codes_of(uniq)
     batches = [_uint8(vqgan.decode(codes[i:i + batch_size])) for i in range(0, len(codes), batch_size)]
     return batches, f"{len(uniq)} split images decoded from their VQGAN codes"
 
@@ -194,7 +195,7 @@ def evaluate_text2face(model, builder: SequenceBuilder, shards: Path, vqgan, inc
     net = metrics.load_inception(inception)  # fail before generating for minutes
     samples = read_samples(shards, split, "caption", dataset)
     # One caption per image first (more faces than images: their other captions next).
-    first = _by_image(samples)
+    first = by_image(samples)
     taken = {s.key for s in first}
     rest = [s for s in samples if s.key not in taken]
     texts = [s.text for s in first + rest][:n_faces]
@@ -228,11 +229,17 @@ class Settings:
     sampling: gen.Sampling = gen.Sampling()   # text2face sampling
     seed: int = 0
     batch_size: int = 16
+    fractions: tuple[float, ...] | None = None   # few-shot train fractions (default: the paper's per task)
 
 
-def run_task(task: str, model, builder: SequenceBuilder, s: Settings, bar, vqgan=None) -> dict:
-    """One of TASKS with the command's settings. `bar(task, total)` returns the progress callback
-    (total None when unknown); `vqgan` decodes faces for text2face."""
+def run_task(task: str, model, builder, s: Settings, bar, vqgan=None) -> dict:
+    """One task with the command's settings. `bar(task, total)` returns the progress callback
+    (total None when unknown); `vqgan` decodes faces for text2face. `builder`: the model's layout
+    (Talk2Face's SequenceBuilder, or GPTFace's Layout for the few-shot tasks)."""
+    from .fewshot import FEWSHOT_TASKS, evaluate_fewshot
+
+    if task in FEWSHOT_TASKS:
+        return evaluate_fewshot(model, builder, s.shards, task, s.fractions, s.seed, s.batch_size, s.limit, bar)
     if task in ATTRIBUTE_TASKS:
         advance = bar(task, attribute_work(s.shards, task, s.split, s.limit))
         return evaluate_attributes(model, builder, s.shards, task, s.split, s.limit, s.rank, s.batch_size, advance)
@@ -253,8 +260,20 @@ def _fmt(v, digits=1) -> str:
 
 
 def markdown(results: dict, label: str) -> str:
-    """Tables laid out like the paper's Tables 2-4, its numbers in the first row."""
+    """Tables laid out like the papers': Talk2Face's Tables 2-4 (its numbers in the first row) for
+    the Talk2Face tasks that ran, and GPTFace's few-shot Table 2 for the few-shot ones."""
+    from .fewshot import FEWSHOT_TASKS
+    from .fewshot import markdown as fewshot_markdown
+
     r = {k: v for k, v in results.items() if isinstance(v, dict)}
+    parts = [fewshot_markdown(v, label) for k, v in r.items() if k in FEWSHOT_TASKS]
+    talk2face = {k: v for k, v in r.items() if k in TASKS}
+    if talk2face:
+        parts.insert(0, _talk2face_tables(talk2face, label))
+    return "\n\n".join(parts) + "\n"
+
+
+def _talk2face_tables(r: dict, label: str) -> str:
     t2f, cap = r.get("text2face", {}), r.get("caption", {})
     ours = {"fid": t2f.get("fid"), "is": t2f.get("is"), "bleu4": cap.get("bleu4"), "rouge_l": cap.get("rouge_l"),
             "meteor": cap.get("meteor"), "cider": cap.get("cider"), "age_mae": r.get("age", {}).get("mae"),
@@ -281,5 +300,4 @@ def markdown(results: dict, label: str) -> str:
     if t2f.get("real"):
         notes.append(f"- FID reference images: {t2f['real']}")
     notes.append("- The paper filtered sampled outputs with CLIP; these numbers are unfiltered.")
-    return "\n\n".join(parts) + "\n\nNotes:\n" + "\n".join(notes) + "\n"
-
+    return "\n\n".join(parts) + "\n\nNotes:\n" + "\n".join(notes)

@@ -1,4 +1,4 @@
-"""Click command `evaluate`: the paper's protocols on held-out shards -> eval.json + eval.md."""
+"""Click command `evaluate`: the papers' protocols on held-out shards -> eval.json + eval.md."""
 
 from __future__ import annotations
 
@@ -10,16 +10,48 @@ from rich.console import Console
 from rich.table import Table
 
 from . import evaluate as ev
+from .fewshot import FEWSHOT_TASKS
 from .generate_cli import progress_bar
+
+# What `--task all` runs: the tasks of the model's own paper (Talk2Face's Tables 2-4; GPTFace's Table 2).
+FAMILY_TASKS = {"talk2face": ev.TASKS, "gptface": tuple(FEWSHOT_TASKS)}
+
+
+def parse_fractions(value: str | None) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        fractions = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        fractions = ()
+    if not fractions or not all(0 < f <= 1 for f in fractions):
+        raise click.UsageError(f"--fractions {value[:50]!r}: comma-separated fractions in (0, 1], e.g. 0.01,0.1,1.0")
+    return fractions
+
+
+def family_tasks(tasks: tuple[str, ...], loaded) -> list[str]:
+    """The tasks to run for this model; Talk2Face's generative protocols refuse a GPTFace model."""
+    chosen = list(FAMILY_TASKS[loaded.family]) if "all" in tasks else list(dict.fromkeys(tasks))
+    wrong = [t for t in chosen if t in ev.TASKS and loaded.family != "talk2face"]
+    if wrong:
+        raise click.UsageError(f"--task {wrong[0]}: {loaded.source} is a {loaded.title} model; {wrong[0]} asks "
+                               f"Talk2Face's prompts. Its tasks: {', '.join(FEWSHOT_TASKS)}")
+    return chosen
 
 
 @click.command()
 @click.argument("ckpt", type=click.Path(exists=True, path_type=Path))
 @click.option("--shards", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
               help="Shard folder (index.json) holding the held-out splits.")
-@click.option("--task", "tasks", multiple=True, type=click.Choice([*ev.TASKS, "all"]), default=("all",), show_default=True,
-              help="age (CACD MAE), expression (AffectNet acc.), race (FairFace acc.), celeba (40 attributes, mean "
-                   "acc.), caption (CelebAText-HQ BLEU-4/ROUGE-L/METEOR/CIDEr), text2face (FID/IS). Repeatable.")
+@click.option("--task", "tasks", multiple=True, type=click.Choice([*ev.TASKS, *FEWSHOT_TASKS, "all"]), default=("all",),
+              show_default=True,
+              help="Talk2Face's (Talk2Face runs): age (CACD MAE), expression (AffectNet acc.), race (FairFace acc.), "
+                   "celeba (40 attributes, mean acc.), caption (CelebAText-HQ BLEU-4/ROUGE-L/METEOR/CIDEr), text2face "
+                   "(FID/IS). GPTFace's few-shot linear probe (either family): celeba-attributes (mean acc. over the "
+                   "40), rafdb (7-class acc.). all: the model's own paper's tasks. Repeatable.")
+@click.option("--fractions", help="Few-shot: comma-separated fractions of the train split's images to fit the probe "
+                                  "on (default: the paper's, 0.01,0.1,1.0 for celeba-attributes and 0.2,0.5,1.0 "
+                                  "for rafdb).")
 @click.option("--split", default="test", show_default=True, help="Held-out split of the analysis and caption tasks.")
 @click.option("--limit", type=int, help="At most this many images per task (quick checks; the paper uses all).")
 @click.option("--rank", is_flag=True, help="Closed label sets: rank the split's values by likelihood instead of greedy decoding.")
@@ -40,12 +72,14 @@ from .generate_cli import progress_bar
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, or auto.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("eval"), show_default=True)
-def evaluate(ckpt, shards, tasks, split, limit, rank, caption_dataset, no_meteor, t2f_dataset, t2f_split, n_faces,
-             inception, real_images, top_k, temperature, seed, vqgan, vqgan_ckpt, batch_size, device, out):
-    """Evaluate CKPT (a run, a step folder or the released talk2face.bin) with the paper's protocols.
+def evaluate(ckpt, shards, tasks, fractions, split, limit, rank, caption_dataset, no_meteor, t2f_dataset, t2f_split,
+             n_faces, inception, real_images, top_k, temperature, seed, vqgan, vqgan_ckpt, batch_size, device, out):
+    """Evaluate CKPT (a run of either family, a step folder or the released talk2face.bin) with the
+    papers' protocols.
 
-    Writes OUT/eval.json (every score, sample counts, a few example answers) and OUT/eval.md (tables
-    laid out like the paper's Tables 2-4, with its numbers in the first row)."""
+    Writes OUT/eval.json (every score, sample counts, a few example answers; for the few-shot tasks
+    each subset's size, seed and keys' sha256) and OUT/eval.md (tables laid out like the papers',
+    with their numbers beside ours)."""
     from facecorpus.shards import format as fmt
 
     from . import inference
@@ -53,16 +87,18 @@ def evaluate(ckpt, shards, tasks, split, limit, rank, caption_dataset, no_meteor
     from .metrics import MetricsError
 
     console = Console(stderr=True)
-    tasks = list(ev.TASKS) if "all" in tasks else list(dict.fromkeys(tasks))
-    if "text2face" in tasks and inception is None:
-        raise click.UsageError("text2face needs --inception PATH (TorchScript inception-2015-12-05.pt); "
-                               "or leave it out with --task")
     settings = ev.Settings(shards, split, limit, rank, caption_dataset, not no_meteor, t2f_dataset, t2f_split, n_faces,
-                           inception, real_images, Sampling(temperature, top_k), seed, batch_size)
+                           inception, real_images, Sampling(temperature, top_k), seed, batch_size,
+                           parse_fractions(fractions))
     results: dict = {"checkpoint": str(ckpt), "shards": str(shards)}
     try:
         device = inference.resolve_device(device)
         loaded = inference.open_model(ckpt, device)
+        tasks = family_tasks(tasks, loaded)
+        if "text2face" in tasks and inception is None:
+            raise click.UsageError("text2face needs --inception PATH (TorchScript inception-2015-12-05.pt); "
+                                   "or leave it out with --task")
+        results["family"] = loaded.family
         inference.check_shards(loaded, fmt.read_index(shards))
         vq = inference.pick_vqgan(loaded, vqgan, vqgan_ckpt, device) if "text2face" in tasks else None
         with progress_bar(console) as progress:
@@ -77,15 +113,11 @@ def evaluate(ckpt, shards, tasks, split, limit, rank, caption_dataset, no_meteor
         raise click.ClickException(str(err)) from err
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(results, indent=2, ensure_ascii=False, default=str))
-    (out / "eval.md").write_text(ev.markdown(results, f"ours ({Path(ckpt).name})"))
+    (out / "eval.md").write_text(ev.markdown(results, f"ours ({loaded.title}, {Path(ckpt).name})"))
     summary(console, results)
     console.print(f"-> {out / 'eval.json'}, {out / 'eval.md'}")
 
 
-    from facecorpus.shards import format as fmt
-
-    from . import inference
-    from .generate import GenerationError, Sampling
 def summary(console: Console, results: dict) -> None:
     t = Table(title="evaluate")
     for col in ("task", "n", "score", "paper"):
@@ -95,7 +127,11 @@ def summary(console: Console, results: dict) -> None:
     for task, r in results.items():
         if not isinstance(r, dict):
             continue
-        if task in keys:
+        if task in FEWSHOT_TASKS:
+            for row in r["results"]:
+                t.add_row(f"{task} {100 * row['fraction']:g}%", str(row["train_images"]),
+                          f"acc {row['accuracy']:.2f}", "–" if row["paper_gptface"] is None else f"{row['paper_gptface']}")
+        elif task in keys:
             k, p = keys[task]
             t.add_row(task, str(r["n"]), f"{k} {r[k]:.2f}", f"{ev.PAPER[p]}")
         elif task == "caption":
