@@ -1,7 +1,8 @@
 """`facecorpus demo OUT`: the whole job at toy scale, on generated sample data, with no downloads.
 
 Each stage lives beside the code it exercises and writes one folder of OUT (docs/design.md):
-raw -> manifest -> report -> cache + shards -> run -> samples.
+raw -> manifest -> report -> cache + shards -> run -> samples, then GPTFace on the same shards
+(run-gptface, and an inpainted face in samples).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ STAGES = [
     ("tokenize, shard, verify", "facecorpus.shards.demo:run"),
     ("train, resume", "facecorpus.trainer.demo:run"),
     ("generate", "facecorpus.trainer.demo_generate:run"),
+    ("gptface: train, inpaint", "facecorpus.trainer.demo_gptface:run"),
 ]
 
 

@@ -3,6 +3,7 @@ that leaves the weights exactly as they were, the fill order, determinism, tags,
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -198,3 +199,23 @@ def test_a_gptface_prompt_on_a_talk2face_run_is_refused(tmp_path, gptface_run):
     res = CliRunner().invoke(main, ["generate", str(tmp_path / "t2f"), "--prompt", "inpaint", "--image", str(face),
                                     "--mask", "0,0,10,10", "--out", str(tmp_path / "out")])
     clean_failure(res, "is a Talk2Face model, whose prompts are to-image, to-caption, to-attributes; inpaint is gptface's")
+
+
+@pytest.mark.slow
+def test_demo_stage_trains_gptface_and_inpaints_a_face(tmp_path):
+    from facecorpus.shards import writer
+    from facecorpus.trainer import demo_gptface
+    from rich.console import Console
+    from shardkit import CAPTIONS, codes_of, record
+
+    from facecorpus.preprocess import POLICY
+    from facecorpus.vqgan import load_vqgan
+
+    records = [record("celeba", f"{n:05d}", "caption", "train", CAPTIONS[n % 3], n=n) for n in range(16)]
+    identity = {"vqgan": load_vqgan("tiny-f16").identity, "preprocess": POLICY}   # what the demo's shards record
+    writer.write(tmp_path / "shards", [(r, codes_of(r["image_id"])) for r in records], identity, FFHQ_F16,
+                 {"records": len(records)}, samples_per_shard=8)
+    result = demo_gptface.run(tmp_path, Console(file=io.StringIO()), seed=0)
+    assert result["steps"] == 4 and result["codes redrawn"] == 64 and result["outside the box unchanged"] is True
+    assert Image.open(tmp_path / "samples" / "inpaint-0.png").size == (256, 256)
+    assert (tmp_path / "run-gptface" / "step-00000004").is_dir()
