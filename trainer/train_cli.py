@@ -20,16 +20,20 @@ from .config import PRESETS, ConfigError, describe
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Run folder: step-XXXXXXXX/ checkpoints and train.jsonl. Resumes when it holds a checkpoint.")
 @click.option("--preset", type=click.Choice(list(PRESETS)), default=None,
-              help="Model preset (default tiny; a resumed run keeps its own).")
+              help="Model family and shape: talk2face-base, tiny (Talk2Face's prefix-LM), gptface-base, gptface-tiny "
+                   "(GPTFace's encoder, MILM + ITM, with the paper's recipe). Default tiny; a resumed run keeps its own.")
 @click.pass_context
 def train(ctx: click.Context, shards: str, out: Path, preset: str | None):
-    """Train the Talk2Face prefix-LM on SHARDS into OUT, alone or under
-    `torchrun --nproc_per_node N --no-python facecorpus train ...` (NCCL on GPUs, gloo on CPU).
+    """Train a model on SHARDS into OUT, alone or under
+    `torchrun --nproc_per_node N --no-python facecorpus train ...` (NCCL on GPUs, gloo on CPU):
+    Talk2Face's prefix-LM on its four balanced tasks, or GPTFace's bidirectional encoder on masked
+    image/language modelling + image-text matching (captions by default, --data.gptface_records).
+    Both read the same shards; the code grid, vocabulary and sequence length come from their index.
 
     Any config key can be overridden as --section.key=value (or --key=value when unique), keeping its
-    type, e.g. --train.max_steps=1000 --train.lr=1e-4 --data.micro_batch=48 --train.compile=true.
-    The global batch (train.batch_size) must be a multiple of processes x data.micro_batch; the
-    rest is gradient accumulation.
+    type, e.g. --train.max_steps=1000 --train.lr=1e-4 --data.micro_batch=48 --train.compile=true, or
+    --masking.image_every=5000 for GPTFace. The global batch (train.batch_size) must be a multiple of
+    processes x data.micro_batch; the rest is gradient accumulation.
     """
     try:
         cfg, resuming = resolve_config(out, shards, preset, list(ctx.args))
