@@ -17,6 +17,7 @@ from facecorpus.trainer.gptface_batch import Layout
 from facecorpus.trainer.model import Talk2Face
 from PIL import Image
 from runs import save_run
+from test_generate import clean_failure
 
 from facecorpus import vocab
 from facecorpus.cli import main
@@ -150,13 +151,6 @@ def gptface_run(tmp_path):
     face = tmp_path / "face.png"
     Image.new("RGB", (128, 96), (200, 150, 120)).save(face)
     return tmp_path / "run", face
-
-
-def clean_failure(res, *expected: str) -> None:
-    assert res.exit_code not in (0, None) and isinstance(res.exception, SystemExit), res.output
-    assert "Traceback" not in res.output
-    for text in expected:
-        assert text in res.output, res.output
 
 
 def test_generate_cli_gptface_prompts(tmp_path, gptface_run):

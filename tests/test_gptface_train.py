@@ -18,12 +18,11 @@ from facecorpus.trainer.gptface_batch import GPTFaceBatch
 from facecorpus.trainer.gptface_data import GPTFaceStream
 from facecorpus.trainer.train import accumulation_steps, batch_width, train
 from rich.console import Console
-from shardkit import ATTRIBUTES, CAPTIONS, record, stream_shards, write_shards
-from test_train import kill_when_published, losses, torchrun
+from shardkit import CAPTIONS, record, stream_shards, write_shards
+from test_train import kill_when_published, losses, torchrun, with_val_split
 
 from facecorpus.cli import main
 from facecorpus.codes import FFHQ_F16
-from facecorpus.records import KINDS
 
 # One process: 4 sequences a step, a checkpoint every step; the budget rises every step so that
 # resuming at the wrong step would show.
@@ -40,12 +39,6 @@ def train_here(shards: Path, run: Path, *extra: str, preset: str = "gptface-tiny
 
 def log(run: Path) -> list[dict]:
     return [json.loads(x) for x in (run / "train.jsonl").read_text().splitlines()]
-
-
-def with_val_split(root: Path) -> Path:
-    records = [record("celeba", f"{split}{n}", kind, split, (CAPTIONS if kind == "caption" else ATTRIBUTES)[n % 3], n=n)
-               for split, per_kind in (("train", 8), ("val", 4)) for kind in KINDS for n in range(per_kind)]
-    return write_shards(root, records, samples_per_shard=4)
 
 
 @pytest.mark.usefixtures("one_thread")

@@ -80,6 +80,13 @@ def check(section: str, obj) -> None:
             fail(section, name, getattr(obj, name), "one of " + ", ".join(map(repr, choices)))
 
 
+def check_model(model) -> None:
+    """`check` of a model section of either family, and the heads that must divide its width."""
+    check("model", model)
+    if model.d_model % model.n_head:
+        fail("model", "d_model", model.d_model, f"divisible by model.n_head={model.n_head}")
+
+
 def fail(section: str, name: str, value, must: str):
     raise ConfigError(f"{section}.{name}={value!r}: must be {must}")
 
@@ -104,9 +111,7 @@ class ModelConfig:
     CHOICES: ClassVar[dict] = {"layernorm": ("torch", "released")}
 
     def __post_init__(self):
-        check("model", self)
-        if self.d_model % self.n_head:
-            fail("model", "d_model", self.d_model, f"divisible by model.n_head={self.n_head}")
+        check_model(self)
 
     @property
     def block_matmuls(self) -> int:
@@ -138,9 +143,7 @@ class GPTFaceConfig:
     CHOICES: ClassVar[dict] = {"glu": ("gelu", "silu", "sigmoid")}
 
     def __post_init__(self):
-        check("model", self)
-        if self.d_model % self.n_head:
-            fail("model", "d_model", self.d_model, f"divisible by model.n_head={self.n_head}")
+        check_model(self)
         sizes = (self.codebook_size, self.grid_side, self.resolution)
         if any(sizes) and not all(sizes):
             fail("model", "codebook_size", self.codebook_size, "set with model.grid_side and model.resolution "
@@ -243,7 +246,7 @@ def model_preset(name: str, grid: CodeGrid | None = None) -> ModelConfig | GPTFa
 class DataConfig:
     shards: str = ""                    # folder holding index.json (set by --shards)
     split: str = "train"                # which split's shards to stream
-    seq_len: int = 0                    # ids per instance; 0 = derived: the release's 71-id text budget beside the grid (334 at 16x16) for Talk2Face, [CLS] + codes + [SEP] + model.max_text for GPTFace
+    seq_len: int = 0                    # ids per instance; 0 = derived from the code grid (Talk2Face: 334 at 16x16; GPTFace: 322)
     pad_to_multiple: int = 8            # batch width rounded up (334 -> 336) for aligned attention kernels
     micro_batch: int = 16               # sequences per rank per micro-step; Talk2Face: a multiple of 4 (four tasks)
     num_workers: int = 2                # DataLoader worker processes per rank (0 = in the main process)

@@ -49,6 +49,7 @@ def run(out: Path, console, seed: int = 0) -> dict:
     face = samples / "inpaint-0.png"
     to_pil(vqgan.decode(redrawn)[0]).save(face)
     kept = bool(torch.equal(redrawn[:, ~cells], codes[:, ~cells]))
-    console.print(f"inpaint: {original.name}, box {BOX} ({int(cells.sum())} codes), guided by {sample.text[:60]!r} -> {face}")
+    console.print(f"inpaint: {original.name}, box {BOX} ({int(cells.sum())} codes), guided by "
+                  f"{sample.text[:60]!r} -> {face}")
     return {"steps": result["steps"], "inpainted": str(face), "codes redrawn": int(cells.sum()),
             "outside the box unchanged": kept}

@@ -89,7 +89,8 @@ def features(model, layout, codes: torch.Tensor, batch_size: int = 64, progress=
 
 # ---------------------------------------------------------------- labels and subsets
 
-def label_table(train: list[fmt.Sample], test: list[fmt.Sample]) -> tuple[list[str], list[list[str]], torch.Tensor, torch.Tensor]:
+def label_table(train: list[fmt.Sample], test: list[fmt.Sample]) -> tuple[list[str], list[list[str]], torch.Tensor,
+                                                                        torch.Tensor]:
     """(attribute names, each one's classes, train labels [N, A], test labels [M, A]) as class indices.
     Every attribute of the train split must be labelled on every sample; classes are the values
     seen in either split (JSON text, so `true` and `"true"` stay apart)."""

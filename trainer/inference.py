@@ -183,7 +183,8 @@ def _faces(vq, codes: torch.Tensor, inputs: list[str], notes: list[str | None], 
     for i, (inp, note) in enumerate(zip(inputs, notes)):
         path = out / f"{i:04d}.png"
         to_pil(vq.decode(codes[i:i + 1])[0]).save(path)
-        results.append({"input": inp, **(extras[i] if extras else {}), "output": str(path), **({"note": note} if note else {})})
+        extra = {**(extras[i] if extras else {}), **({"note": note} if note else {})}
+        results.append({"input": inp, "output": str(path), **extra})
     return results
 
 
