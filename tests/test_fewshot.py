@@ -130,9 +130,9 @@ def demo_shards(tmp_path_factory) -> Path:
     tokenized in this process rather than on Ray: the same plan, preprocessing and cache."""
     from facecorpus.converters import demo as convert_demo
     from facecorpus.shards.demo import SAMPLES_PER_SHARD
-    from facecorpus.shards.sample import tokenize_in_process
     from facecorpus.shards.writer import shard
     from rich.console import Console
+    from tokenkit import tokenize_in_process
 
     out = tmp_path_factory.mktemp("demo")
     convert_demo.run(out, Console(file=io.StringIO()), seed=0)

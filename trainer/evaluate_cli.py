@@ -9,6 +9,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from facecorpus.excerpt import quote
+
 from . import evaluate as ev
 from .fewshot import FEWSHOT_TASKS
 from .generate_cli import progress_bar
@@ -25,7 +27,7 @@ def parse_fractions(value: str | None) -> tuple[float, ...] | None:
     except ValueError:
         fractions = ()
     if not fractions or not all(0 < f <= 1 for f in fractions):
-        raise click.UsageError(f"--fractions {value[:50]!r}: comma-separated fractions in (0, 1], e.g. 0.01,0.1,1.0")
+        raise click.UsageError(f"--fractions {quote(value, 50)}: comma-separated fractions in (0, 1], e.g. 0.01,0.1,1.0")
     return fractions
 
 

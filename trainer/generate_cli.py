@@ -17,6 +17,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from facecorpus.excerpt import quote
+
 from . import generate as gen
 from .inference import ALL_PROMPTS, PROMPTS
 
@@ -45,7 +47,7 @@ def parse_mask(value: str | None) -> tuple[int, int, int, int] | None:
     except ValueError:
         box = ()
     if len(box) != 4:
-        raise click.UsageError(f"--mask {value[:50]!r}: write the pixel box as x0,y0,x1,y1 (four integers)")
+        raise click.UsageError(f"--mask {quote(value, 50)}: write the pixel box as x0,y0,x1,y1 (four integers)")
     return box
 
 

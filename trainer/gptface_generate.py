@@ -213,9 +213,10 @@ def images(model: GPTFace, layout: Layout, codes: torch.Tensor, texts: list[str 
 
 
 def mask_cells(box: tuple[int, int, int, int], size: tuple[int, int], grid: CodeGrid, where: str = "") -> torch.Tensor:
-    """[side²] bool: the grid cells an `x0,y0,x1,y1` pixel box of an image of `size` (width, height)
-    overlaps. The box is scaled with the image onto the VQGAN's square input (preprocessing resizes
-    the whole image), and every cell the box touches is masked, so the hole covers the box."""
+    """[side²] bool: the grid cells an `x0,y0,x1,y1` pixel box of an image of `size` (width, height,
+    as a viewer sees it: EXIF orientation applied) overlaps. The box is scaled with the image onto the
+    VQGAN's square input (preprocessing resizes the whole image), and every cell the box touches is
+    masked, so the hole covers the box."""
     x0, y0, x1, y1 = box
     w, h = size
     if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):

@@ -111,16 +111,21 @@ def pick_vqgan(loaded: Loaded, vqgan: str | None, vqgan_ckpt: Path | None, devic
     return model
 
 
-def encode_images(paths: list[Path], vqgan) -> torch.Tensor:
+def encode_images(paths: list[Path], vqgan, sizes: list | None = None) -> torch.Tensor:
     """Input images through the tokenization preprocessing (facecorpus.preprocess) -> [N, grid.count]
     codes. An image that cannot be read, or that load_image refuses (a decompression bomb, pixels with
-    no faithful 8-bit picture: ImageDecodeError, a ValueError), is refused naming the file."""
+    no faithful 8-bit picture: ImageDecodeError, a ValueError), is refused naming the file. `sizes`,
+    when given, gets each image's (width, height) as a viewer sees it (EXIF orientation applied):
+    the coordinates of an inpainting box."""
     from facecorpus.preprocess import load_image, preprocess
 
     images = []
     for p in paths:
         try:
-            images.append(preprocess(load_image(p), size=vqgan.code_grid.resolution))
+            image = load_image(p)
+            if sizes is not None:
+                sizes.append(image.size)
+            images.append(preprocess(image, size=vqgan.code_grid.resolution))
         except (OSError, ValueError) as err:
             raise InferenceError(f"{p}: cannot use this input image: {str(err)[:200]}") from None
     return vqgan.encode(torch.stack(images)).reshape(len(paths), -1).cpu()
@@ -196,26 +201,15 @@ def _run_gptface(loaded: Loaded, vq, req: Request, generator, batch_size: int, o
     if req.prompt == "to-image":
         codes, notes = gg.to_image(model, layout, rows, d, generator, batch_size, progress)
         return _faces(vq, codes, rows, notes, out)
-    paths = [Path(r) for r in rows]
-    codes = encode_images(paths, vq)
+    paths, sizes = [Path(r) for r in rows], []
+    codes = encode_images(paths, vq, sizes)
     if req.prompt == "tags":
         return [{"input": r, "output": t} for r, t in
                 zip(rows, gg.tags(model, layout, codes, req.n_tags, d, generator, batch_size, progress))]
-    cells = torch.stack([gg.mask_cells(req.mask, size, layout.grid, f"{p}: ") for p, size in zip(paths, image_sizes(paths))])
+    cells = torch.stack([gg.mask_cells(req.mask, size, layout.grid, f"{p}: ") for p, size in zip(paths, sizes)])
     codes, note = gg.inpaint(model, layout, codes, cells, req.text, d, generator, batch_size, progress)
     extras = [{"mask": list(req.mask), "cells": int(c.sum()), **({"text": req.text} if req.text else {})} for c in cells]
     return _faces(vq, codes, rows, [note] * len(rows), out, extras)
-
-
-def image_sizes(paths: list[Path]) -> list[tuple[int, int]]:
-    """(width, height) of each input image, as read (`encode_images` has already opened them)."""
-    from PIL import Image
-
-    sizes = []
-    for p in paths:
-        with Image.open(p) as img:
-            sizes.append(img.size)
-    return sizes
 
 
 def check_shards(loaded: Loaded, index) -> None:
