@@ -213,3 +213,19 @@ def test_demo_stage_trains_gptface_and_inpaints_a_face(tmp_path):
     assert result["steps"] == 4 and result["codes redrawn"] == 64 and result["outside the box unchanged"] is True
     assert Image.open(tmp_path / "samples" / "inpaint-0.png").size == (256, 256)
     assert (tmp_path / "run-gptface" / "step-00000004").is_dir()
+
+
+def test_the_box_is_in_the_upright_pictures_pixels(tmp_path, gptface_run):
+    """A photo stored 128 x 96 with EXIF orientation 6 shows 96 x 128: the box follows what a viewer sees."""
+    run, _ = gptface_run
+    photo = tmp_path / "rotated.jpg"
+    img = Image.new("RGB", (128, 96), (200, 150, 120))
+    exif = img.getexif()
+    exif[0x0112] = 6                       # rotate 90 degrees clockwise to display
+    img.save(photo, exif=exif)
+    args = ["generate", str(run), "--prompt", "inpaint", "--image", str(photo), "--out", str(tmp_path / "out")]
+    res = CliRunner().invoke(main, [*args, "--mask", "0,100,96,128", "--per-iteration", "64"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "out" / "results.json").read_text())[0]["cells"] == 16 * 4   # the bottom 28 rows
+    clean_failure(CliRunner().invoke(main, [*args, "--mask", "0,0,128,96"]),
+                  "rotated.jpg: mask 0,0,128,96 is not inside the 96x128 image")
