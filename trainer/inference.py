@@ -18,13 +18,14 @@ import torch
 from facecorpus.codes import FFHQ_F16
 
 from . import checkpoint
-from .generate import PROMPT_NAMES, Sampling
+from . import generate as gen
+from . import gptface_generate as gg
 from .gptface_batch import Layout
 from .released import load_released
 from .sequences import SequenceBuilder
 
 # The prompts of each family, under one set of names (`generate --prompt`).
-PROMPTS = {"talk2face": PROMPT_NAMES, "gptface": ("inpaint", "to-image", "tags")}
+PROMPTS = {"talk2face": gen.PROMPT_NAMES, "gptface": ("inpaint", "to-image", "tags")}
 ALL_PROMPTS = tuple(dict.fromkeys(p for names in PROMPTS.values() for p in names))
 
 
@@ -136,7 +137,7 @@ class Request:
     """What `generate` was asked: a prompt, its inputs (each once per sample) and how to draw."""
     prompt: str
     inputs: list[str]                 # texts for to-image, else image paths
-    sampling: Sampling = Sampling()
+    sampling: gen.Sampling = gen.Sampling()
     key: str | None = None            # to-attributes: `fairface race:`
     candidates: str | None = None     # to-attributes: a closed label set to rank
     text: str | None = None           # inpaint: the text guiding it
@@ -160,8 +161,6 @@ def run_prompt(loaded: Loaded, vq, req: Request, generator, batch_size: int, out
     check_prompt(loaded, req.prompt)
     if loaded.family == "gptface":
         return _run_gptface(loaded, vq, req, generator, batch_size, out, progress)
-    from . import generate as gen
-
     model, builder, rows = loaded.model, loaded.builder, req.inputs
     if req.prompt == "to-image":
         codes = gen.generate_images(model, builder, rows, req.sampling, generator, batch_size, progress=progress)
@@ -194,8 +193,6 @@ def _faces(vq, codes: torch.Tensor, inputs: list[str], notes: list[str | None], 
 
 
 def _run_gptface(loaded: Loaded, vq, req: Request, generator, batch_size: int, out: Path, progress) -> list[dict]:
-    from . import gptface_generate as gg
-
     model, layout, rows = loaded.model, loaded.builder, req.inputs
     d = gg.Decoding(req.per_iteration, req.sampling, req.guidance)
     if req.prompt == "to-image":
