@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from facecorpus.trainer import generate as gen
 from facecorpus.trainer.config import ConfigError, GPTFaceConfig, MaskingConfig, model_preset
 from facecorpus.trainer.gptface import GPTFace, param_summary
 from facecorpus.trainer.gptface_batch import (IGNORE, IMAGE, OTHER, TEXT, GPTFaceBatcher, Layout, modality_table,
@@ -16,7 +17,7 @@ from facecorpus.trainer.gptface_batch import (IGNORE, IMAGE, OTHER, TEXT, GPTFac
 from facecorpus.trainer.gptface_loss import gptface_loss, summarize
 from facecorpus.trainer.gptface_masking import (image_budget, image_mask_count, image_span_mask,
                                                 span_length_probs, text_span_mask)
-from facecorpus.trainer.sequences import truncate_words
+from facecorpus.trainer.sequences import SequenceBuilder, truncate_words
 from scipy import ndimage
 
 from facecorpus import vocab
@@ -247,6 +248,16 @@ def test_batches_are_deterministic_and_per_sample():
 
 
 # ---------------------------------------------------------------- modality logit masks
+
+def test_one_modality_mask_and_one_word_cut_serve_both_families():
+    table = modality_table(1024)
+    assert torch.equal(table[IMAGE], gen.allowed_ids("image", 1024)) and torch.equal(table[TEXT], gen.allowed_ids("text", 1024))
+    talk2face_text = gen.allowed_ids("text", 1024, sep=True)          # Talk2Face's targets end with [SEP]
+    assert torch.equal(talk2face_text.nonzero().squeeze(1), torch.tensor([vocab.SEP, *range(vocab.FIRST_WORDPIECE, 30522)]))
+    text = " ".join(["the"] + ["unbelievably"] * 30)
+    builder = SequenceBuilder(grid=FFHQ_F16)
+    assert builder.caption(text) == truncate_words(vocab.encode_text(text), builder.budget)[0]
+
 
 @pytest.mark.parametrize("grid", [FFHQ_F16, GPTFACE_GRID])
 def test_logit_mask_keeps_each_modality_to_its_ids(grid):
