@@ -127,7 +127,8 @@ def test_a_sample_without_a_label_is_named(tmp_path, runs):
 @pytest.fixture(scope="module")
 def demo_shards(tmp_path_factory) -> Path:
     """The demo's shards (its sample raw trees, converted, tokenized by the bundled tiny-f16, sharded),
-    tokenized in this process rather than on Ray: the same plan, preprocessing and cache."""
+    with 40 CelebA images instead of the demo's 2,000 (CPU encoding is the cost) and tokenized in this
+    process rather than on Ray: the same plan, preprocessing and cache."""
     from facecorpus.converters import demo as convert_demo
     from facecorpus.shards.demo import SAMPLES_PER_SHARD
     from facecorpus.shards.writer import shard
@@ -135,7 +136,7 @@ def demo_shards(tmp_path_factory) -> Path:
     from tokenkit import tokenize_in_process
 
     out = tmp_path_factory.mktemp("demo")
-    convert_demo.run(out, Console(file=io.StringIO()), seed=0)
+    convert_demo.run(out, Console(file=io.StringIO()), seed=0, celeba_images=40)
     tokenize_in_process(out / "manifest", out / "cache")
     shard(out / "manifest", out / "cache", out / "shards", SAMPLES_PER_SHARD, 0)
     return out / "shards"
@@ -157,6 +158,7 @@ def test_few_shot_runs_end_to_end_on_the_demo_shards(tmp_path, demo_shards, pres
     assert res.exit_code == 0, res.output
     result = json.loads((out / "eval.json").read_text())
     assert result["celeba-attributes"]["attributes"] == 40 and result["rafdb"]["classes"]["expression"] >= 2
+    assert (result["celeba-attributes"]["train_images"], result["celeba-attributes"]["test_images"]) == (27, 10)
     for task, fractions in (("celeba-attributes", [0.01, 0.1, 1.0]), ("rafdb", [0.2, 0.5, 1.0])):
         assert [r["fraction"] for r in result[task]["results"]] == fractions
         assert result[task]["results"][-1]["train_images"] == result[task]["train_images"] > 0
