@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from facecorpus.shards import format as fmt
 
 from facecorpus import vocab
+from facecorpus.excerpt import shorten
 
 from .evaluate import EvaluationError, by_image, codes_of, read_samples
 from .gptface_batch import Layout
@@ -98,7 +99,8 @@ def label_table(train: list[fmt.Sample], test: list[fmt.Sample]) -> tuple[list[s
     for s in train + test:
         missing = [n for n in names if n not in s.labels]
         if missing:
-            raise EvaluationError(f"{s.shard}: sample {fmt.show(s.key)} lacks the label(s) {', '.join(missing[:5])}")
+            raise EvaluationError(shorten(f"{s.shard}: sample {fmt.show(s.key)} lacks the label(s) "
+                                          f"{', '.join(missing[:5])}"))
     classes = [sorted({json.dumps(s.labels[n]) for s in train + test}) for n in names]
     index = [{c: i for i, c in enumerate(cs)} for cs in classes]
 
@@ -173,10 +175,13 @@ def evaluate_fewshot(model, layout, shards: Path, task: str, fractions: tuple[fl
     advance = bar(f"{task} features", len(train) + len(test)) if bar else None
     x_train = features(model, layout, codes_of(train), batch_size, advance)
     x_test = features(model, layout, codes_of(test), batch_size, advance)
+    fitted = bar(f"{task} probes", len(fractions)) if bar else None
     rows = []
     for fraction in fractions:
         chosen = subset(len(train), fraction, seed)
         per = probe_accuracy(x_train[chosen], y_train[chosen], x_test, y_test, [len(c) for c in classes])
+        if fitted is not None:
+            fitted(1)
         rows.append({"fraction": fraction, "train_images": len(chosen), "subset_sha256": keys_sha256(train, chosen),
                      "accuracy": float(np.mean(per)), "paper_gptface": spec.paper.get(fraction),
                      "per_attribute": {n: round(a, 2) for n, a in zip(names, per)}})
