@@ -130,7 +130,7 @@ def partition(dataset: str, n: int, rng: np.random.Generator) -> pa.Table:
         "key": [f"{dataset}/{i}/{kind}/{k}" for i, k in zip(img, nth)], "dataset": [dataset] * n,
         "image": [f"img/{i}.jpg" for i in img], "image_id": image_ids, "photo_id": photo_ids,
         "subject_id": [None] * n, "bbox": [None] * n, "source_split": [None] * n, "split": split.tolist(),
-        "kind": [kind] * n, "text": texts, "labels": [json.dumps(lab) for lab in labels],
+        "kind": [kind] * n, "text": texts, "labels": [json.dumps(lab) for lab in labels], "licence": [None] * n,
     }
     return pa.table(cols, schema=SCHEMA)
 

@@ -2,9 +2,10 @@
 
 A converter module (one per dataset) exposes
     NAME = "<dataset>"; DOWNLOAD = "<the dataset's download page>"
-    def rows(raw: Path, ctx: Context) -> Iterator[Record | Filtered | Failure]
+    def rows(raw: Path, ctx: Context) -> Iterator[Record | Filtered | Failure | Unavailable]
 yielding exactly ONE outcome per source row (a row: one line, one JSON entry, one .mat entry, one
-caption), so `rows read == records + filtered + errors` holds by construction and is checked.
+caption, one URL of a web set), so `rows read == records + filtered + errors + unavailable` holds by
+construction and is checked (only web sets have unavailable rows: URLs their downloader lost).
 Structural problems (a missing file, an HTML page saved under a label file's name, a wrong header)
 raise RawFormatError at once: no row of such a file can be trusted.
 """
@@ -58,6 +59,16 @@ class Filtered:
 
 
 @dataclass(frozen=True, slots=True)
+class Unavailable:
+    """A row whose image never arrived: a web set's URL that its downloader could not fetch or decode
+    (link rot). Counted by the downloader's own `status` and the `reason` its message boils down to
+    (`HTTP Error 404`), apart from our filters: the loss happened before facecorpus saw the row."""
+    where: Where
+    status: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Failure:
     """A malformed row: an error by default, a ledger entry under --on-error skip."""
     where: Where
@@ -75,6 +86,7 @@ class Context:
     options: dict = field(default_factory=dict)     # the module's DEFAULTS updated by the user's --set
     hq_to_celeba: dict[str, str] | None = None       # "celebahq/<idx>" -> "celeba/<6-digit id>"
     notes: list[str] = field(default_factory=list)   # inconsistencies between raw files, by name and count
+    converter: str = ""                              # the converter module when not the dataset's name (web sets)
 
     def note(self, text: str) -> None:
         self.notes.append(shorten(text))

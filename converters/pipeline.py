@@ -1,7 +1,8 @@
 """Run converters, harmonize splits across datasets, write the manifest and its run summary.
 
-Counts add up for every dataset: rows read == records + filtered (by reason) + errors. Errors stop
-the run with the file and line unless the user chose `--on-error skip`, which ledgers each one.
+Counts add up for every dataset: rows read == records + filtered (by reason) + errors, + unavailable
+(a web set's URLs its downloader lost, by status and reason). Errors stop the run with the file and
+line unless the user chose `--on-error skip`, which ledgers each one.
 Nothing is replaced until every new partition is written: a dataset whose raw files hold no row is an
 error naming the file, and one that yields no record replaces a partition holding records only with
 `allow_empty`.
@@ -24,9 +25,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from facecorpus import manifest, summary
 from facecorpus.atomic import atomic_write
 from facecorpus.converters import registry, splits
-from facecorpus.converters.base import Context, Failure, Filtered, RawFormatError
+from facecorpus.converters.base import Context, Failure, Filtered, RawFormatError, Unavailable
 from facecorpus.excerpt import shorten
-from facecorpus.records import DATASETS, Record
+from facecorpus.records import DATASETS, Record, is_dataset
 
 
 class ConvertError(RuntimeError):
@@ -40,6 +41,7 @@ class DatasetRun:
     records: list[Record] = field(default_factory=list)
     filtered: Counter = field(default_factory=Counter)
     failures: list[Failure] = field(default_factory=list)
+    unavailable: Counter = field(default_factory=Counter)  # (status, reason) -> rows
     rows_read: int = 0
     notes: list[str] = field(default_factory=list)
     table: pa.Table | None = None  # the records as Arrow, once built (what a worker process sends back)
@@ -53,19 +55,25 @@ class DatasetRun:
         """The counts for summary.json, the raw folder recorded relative to the manifest folder `out`."""
         return summary.DatasetSummary(
             raw_dir=summary.relative_raw_dir(self.raw, out), rows_read=self.rows_read, records=self.as_table().num_rows,
-            filtered=dict(sorted(self.filtered.items())), errors=len(self.failures), notes=self.notes)
+            filtered=dict(sorted(self.filtered.items())), errors=len(self.failures), notes=self.notes,
+            unavailable=summary.nest(self.unavailable))
 
 
 def run_dataset(name: str, raw: Path, ctx: Context, on_error: str, progress: Progress | None = None) -> DatasetRun:
     """Every outcome of one dataset's converter, counted; a malformed row raises unless `on_error` is skip."""
     run = DatasetRun(name, raw)
     task = progress.add_task(name, total=None) if progress else None
-    for outcome in registry.module(name).rows(raw, ctx):
+    converter = registry.module(ctx.converter or name)
+    for outcome in converter.rows(raw, ctx):
         run.rows_read += 1
         if isinstance(outcome, Record):
+            if outcome.dataset != name:  # a record under another name would land in that dataset's partition
+                raise TypeError(f"{name} converter yielded a record of dataset {outcome.dataset!r}")
             run.records.append(outcome)
         elif isinstance(outcome, Filtered):
             run.filtered[outcome.reason] += 1
+        elif isinstance(outcome, Unavailable):
+            run.unavailable[outcome.status, outcome.reason] += 1
         elif isinstance(outcome, Failure):
             # Every failure passes here: its message goes to the terminal or the ledger, so it is cut short.
             outcome = Failure(outcome.where, shorten(outcome.problem))
@@ -74,14 +82,13 @@ def run_dataset(name: str, raw: Path, ctx: Context, on_error: str, progress: Pro
                                    "(use --on-error skip to ledger such rows and go on)")
             run.failures.append(outcome)
         else:
-            raise TypeError(f"{name} converter yielded {type(outcome).__name__}, not Record/Filtered/Failure")
+            raise TypeError(f"{name} converter yielded {type(outcome).__name__}, not Record/Filtered/Failure/Unavailable")
         if task is not None and run.rows_read % 2000 == 0:
             progress.update(task, completed=run.rows_read)
     if task is not None:
         progress.update(task, completed=run.rows_read, total=run.rows_read)
     if not run.rows_read:  # a converter whose files hold no row at all: never an empty partition
-        raise RawFormatError(name, f"the raw files under {raw} hold no rows (an empty download?)",
-                             registry.module(name).DOWNLOAD)
+        raise RawFormatError(name, f"the raw files under {raw} hold no rows (an empty download?)", converter.DOWNLOAD)
     run.notes = list(ctx.notes)
     return run
 
@@ -108,9 +115,9 @@ def support_files(raw_root: Path | None, celeba_partition: Path | None, hq_mappi
     return partition, mapping
 
 
-def convert_one(name: str, raw: Path, options: dict, mapping: dict | None, on_error: str) -> DatasetRun:
+def convert_one(ctx: Context, on_error: str) -> DatasetRun:
     """One dataset, ending with its Arrow table (cheap to send back from a worker process)."""
-    run = run_dataset(name, raw, Context(name, raw, options, mapping), on_error)
+    run = run_dataset(ctx.dataset, ctx.raw, ctx, on_error)
     run.as_table()
     run.records = []  # the table carries them; pickling 2.3M Record objects back would cost more than the work
     return run
@@ -119,18 +126,26 @@ def convert_one(name: str, raw: Path, options: dict, mapping: dict | None, on_er
 def convert(sources: dict[str, Path], out: Path, *, on_error: str = "raise", overrides: dict | None = None,
             raw_root: Path | None = None, celeba_partition: Path | None = None, hq_mapping: Path | None = None,
             seed: int = 0, not_converted: dict[str, str] | None = None, allow_empty: bool = False,
-            console: Console | None = None, jobs: int | None = None) -> summary.RunSummary:
+            console: Console | None = None, jobs: int | None = None,
+            converters: dict[str, str] | None = None) -> summary.RunSummary:
     """Convert each dataset in `sources` into the manifest at `out`; return the run summary written there.
 
     `jobs` > 1 converts datasets in that many worker processes (default: one per core); with one job
     the rows of each dataset get their own progress bar. `not_converted` names the folders of RAW_ROOT
     that are not converted, with why (pipeline.discover); a dataset whose raw files cannot be used joins
-    them under --all, and stops a run of one dataset.
+    them under --all, and stops a run of one dataset. `converters` names the converter of a web set
+    (dataset name -> "img2dataset"); every other dataset has the converter of its own name, and
+    `overrides` holds each dataset's options for its converter.
     """
     partition, mapping = support_files(raw_root, celeba_partition, hq_mapping)
-    options = {name: registry.options(name, (overrides or {}).get(name, {})) for name in sources}
+    contexts = {}
+    for name, raw in sources.items():
+        converter = (converters or {}).get(name, name)
+        registry.check_source(name, converter)
+        options = registry.options(converter, (overrides or {}).get(name, {}))
+        contexts[name] = Context(name, raw, options, mapping, converter=converter)
     not_converted = dict(not_converted or {})
-    done = run_all(sources, options, mapping, on_error, console or Console(stderr=True), jobs)
+    done = run_all(contexts, on_error, console or Console(stderr=True), jobs)
     runs = {}
     for name in sources:  # the sources' order, whatever order the workers finished in
         if isinstance(done[name], RawFormatError):
@@ -143,25 +158,25 @@ def convert(sources: dict[str, Path], out: Path, *, on_error: str = "raise", ove
     return write(runs, out, partition, seed, not_converted, on_error)
 
 
-def run_all(sources: dict[str, Path], options: dict, mapping: dict | None, on_error: str, console: Console,
+def run_all(contexts: dict[str, Context], on_error: str, console: Console,
             jobs: int | None) -> dict[str, DatasetRun | RawFormatError]:
     """Each dataset's run, or the RawFormatError that made its raw files unusable."""
-    jobs = max(1, min(jobs or os.cpu_count() or 1, len(sources)))
+    jobs = max(1, min(jobs or os.cpu_count() or 1, len(contexts)))
     columns = (SpinnerColumn(), TextColumn("{task.description:<13}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("rows" if jobs == 1 else "datasets"), TimeElapsedColumn())
     done: dict[str, DatasetRun | RawFormatError] = {}
     with Progress(*columns, console=console, transient=False) as progress:
         if jobs == 1:
-            for name, raw in sources.items():
+            for name, ctx in contexts.items():
                 try:
-                    done[name] = run_dataset(name, raw, Context(name, raw, options[name], mapping), on_error, progress)
+                    done[name] = run_dataset(name, ctx.raw, ctx, on_error, progress)
                 except RawFormatError as exc:
                     done[name] = exc
             return done
-        task = progress.add_task("convert", total=len(sources))
+        task = progress.add_task("convert", total=len(contexts))
         # fork: workers start at once and share the (read-only) mapping; no Ray or CUDA is live here.
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
-            futures = {pool.submit(convert_one, n, raw, options[n], mapping, on_error): n for n, raw in sources.items()}
+            futures = {pool.submit(convert_one, ctx, on_error): n for n, ctx in contexts.items()}
             for fut in as_completed(futures):
                 try:
                     done[futures[fut]] = fut.result()
@@ -190,7 +205,7 @@ def write(runs: dict[str, DatasetRun], out: Path, partition: dict | None, seed: 
     old = summary.read(out) if summary.exists(out) else None
     if old is not None:
         for f in sorted(out.glob("*.parquet")):
-            if f.stem in DATASETS and f.stem not in tables:
+            if is_dataset(f.stem) and f.stem not in tables:
                 tables[f.stem] = manifest.read_table(out, [f.stem])
     names = list(tables)
     whole = pa.concat_tables([tables[n] for n in names]) if names else manifest.to_table([])

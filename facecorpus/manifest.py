@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from facecorpus import summary
 from facecorpus.atomic import publishing
-from facecorpus.records import DATASETS, KINDS, NOT_NULL, SCHEMA, SPLITS, Record
+from facecorpus.records import KINDS, NOT_NULL, SCHEMA, SPLITS, Record, is_dataset
 
 SUMMARY = summary.FILE
 
@@ -58,10 +58,13 @@ def check_table(table: pa.Table, where: str) -> None:
         (pc.match_substring(keys, "."), "keys contain '.' (WebDataset cuts sample names at dots)"),
         (pc.invert(pc.is_in(table.column("split"), pa.array(SPLITS))), f"split not in {SPLITS}"),
         (pc.invert(pc.is_in(table.column("kind"), pa.array(KINDS))), f"kind not in {KINDS}"),
-        (pc.invert(pc.is_in(table.column("dataset"), pa.array(DATASETS))), "unknown dataset"),
     ):
         if pc.any(mask).as_py():
             raise ManifestError(f"{where}: {problem}: {_examples(table, mask)}")
+    unknown = [d for d in pc.unique(table.column("dataset")).to_pylist() if not is_dataset(d)]
+    if unknown:
+        mask = pc.is_in(table.column("dataset"), pa.array(unknown, pa.string()))
+        raise ManifestError(f"{where}: unknown dataset {unknown[:3]}: {_examples(table, mask)}")
     bbox = table.column("bbox")
     bad_box = pc.and_(pc.is_valid(bbox), pc.not_equal(pc.list_value_length(bbox), 4))
     if pc.any(bad_box).as_py():
@@ -107,12 +110,14 @@ def read_table(manifest: Path, datasets: list[str] | None = None, columns: list[
     tables = []
     for f in files:
         t = pq.read_table(f)
+        if "licence" not in t.schema.names and "key" in t.schema.names:  # written before records had terms
+            t = t.append_column("licence", pa.nulls(t.num_rows, pa.string()))
         if t.schema != SCHEMA:  # parquet may come back with large_string; compare names+types
             try:
                 t = t.cast(SCHEMA)
             except (pa.ArrowInvalid, ValueError) as exc:
                 raise ManifestError(f"{f}: schema differs from facecorpus.records.SCHEMA: {exc}") from exc
-        if f.stem not in DATASETS or pc.any(pc.not_equal(t.column("dataset"), f.stem)).as_py():
+        if not is_dataset(f.stem) or pc.any(pc.not_equal(t.column("dataset"), f.stem)).as_py():
             raise ManifestError(f"{f}: partition holds records of another dataset than {f.stem!r}")
         tables.append(t)
     table = pa.concat_tables(tables)

@@ -12,13 +12,18 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from facecorpus import textproto
+from facecorpus import imageref, textproto
 from facecorpus.excerpt import quote
 
 DATASETS = (
     "celeba", "fs2k", "affectnet", "rafdb", "expw", "cacd", "afad", "imdbwiki", "fairface",
     "ffhqtext", "mmcelebahq", "celebatexthq", "celebadialog",
 )
+# A web set (`convert img2dataset --name NAME`) is named by its user: a lower-case word that takes no
+# curated dataset's name (its partition would replace that dataset's records) and no id namespace
+# the curated sets share (`celebahq/123` images, `person/...` subjects, `sha256/...` photos).
+WEB_NAME_RE = re.compile(r"[a-z][a-z0-9]{0,31}")
+RESERVED_NAMES = frozenset({"celebahq", "person", "sha256", "img2dataset"})
 KINDS = ("attributes", "caption")
 # The longest caption a record may hold. Real captions are far shorter (MM-CelebA-HQ's longest line has 212
 # characters; Talk2Face's 334-token sequence keeps 71 WordPiece ids of text, about 300); a longer one is
@@ -42,6 +47,9 @@ SCHEMA = pa.schema([
     ("kind", pa.string()),
     ("text", pa.string()),
     ("labels", pa.string()),
+    # The terms the record may be used under, where its converter was told them (web sets differ:
+    # CC-BY-4.0 but research only, non-commercial...); null for the curated sets (docs/datasets.md).
+    ("licence", pa.string()),
 ])
 COLUMNS = tuple(SCHEMA.names)
 NOT_NULL = ("key", "dataset", "image", "image_id", "photo_id", "split", "kind", "text", "labels")
@@ -72,6 +80,7 @@ class Record:
     source_split: str | None = None
     split: str = "train"  # provisional until split harmonization (converters/splits.py)
     labels_json: str | None = None  # `labels` as JSON when the factory already has it (cached per label set)
+    licence: str | None = None
     # A record becomes a manifest row through manifest.to_table, the one place that builds the columns.
 
 
@@ -89,8 +98,22 @@ def local_id(raw: str) -> str:
     return out
 
 
+def web_name_problem(name: str) -> str | None:
+    """Why `name` cannot name a web set (None when it can)."""
+    if name in _DATASET_SET or name in RESERVED_NAMES:
+        return f"{quote(name)} is taken (the curated datasets and the id namespaces celebahq, person, sha256)"
+    if not WEB_NAME_RE.fullmatch(name):
+        return f"{quote(name)} is not a lower-case word of letters and digits (at most 32, a letter first)"
+    return None
+
+
+def is_dataset(name: str) -> bool:
+    """A curated dataset's name or a valid web set's name."""
+    return name in _DATASET_SET or web_name_problem(name) is None
+
+
 def make_key(dataset: str, local: str, kind: str, n: int = 0) -> str:
-    if dataset not in _DATASET_SET or kind not in KINDS or not isinstance(n, int) or n < 0:
+    if not is_dataset(dataset) or kind not in KINDS or not isinstance(n, int) or n < 0:
         raise RecordError(f"cannot build a key from dataset {quote(dataset)}, kind {quote(kind)}, n {quote(n)}")
     return f"{dataset}/{local_id(local)}/{kind}/{n}"
 
@@ -109,8 +132,8 @@ def attributes(dataset: str, local: str, image: str, labels: dict, *, image_id: 
 
 
 def caption(dataset: str, local: str, image: str, text: str, n: int, *, image_id: str,
-            photo_id: str | None = None, subject_id: str | None = None,
-            source_split: str | None = None, labels: dict | None = None) -> Record:
+            photo_id: str | None = None, subject_id: str | None = None, source_split: str | None = None,
+            labels: dict | None = None, bbox: list[int] | None = None, licence: str | None = None) -> Record:
     """The `n`-th caption of one image. Whitespace is collapsed; the text is otherwise kept as written."""
     if len(text) > MAX_CAPTION_CHARS:  # checked before any copy of it is made
         raise RecordError(f"caption of {len(text):,} characters is over the {MAX_CAPTION_CHARS:,}-character limit: "
@@ -118,7 +141,8 @@ def caption(dataset: str, local: str, image: str, text: str, n: int, *, image_id
     text = " ".join(text.split())
     rec = Record(key=make_key(dataset, local, "caption", n), dataset=dataset, image=image,
                  image_id=image_id, photo_id=photo_id or image_id, kind="caption", text=text,
-                 labels=labels or {}, subject_id=subject_id, source_split=source_split)
+                 labels=labels or {}, subject_id=subject_id, source_split=source_split, bbox=bbox,
+                 licence=licence)
     if not text:
         raise RecordError(f"record {quote(rec.key)}: empty caption")
     check_fields(rec)
@@ -126,9 +150,13 @@ def caption(dataset: str, local: str, image: str, text: str, n: int, *, image_id
 
 
 def check_image_path(image: str) -> str:
-    """A raw-root-relative POSIX path that cannot escape the root (no absolute path, no `..`)."""
+    """A raw-root-relative POSIX path that cannot escape the root (no absolute path, no `..`); for an
+    image inside a tar or Parquet file (facecorpus/imageref.py), the path of that file."""
     if image and ".." not in image and "\\" not in image and not image.startswith(("/", "./")) and "//" not in image:
         return image  # already normal (hot path: 2.3M records)
+    ref = imageref.parse(image)
+    if ref.kind != "file":
+        return str(ref._replace(path=check_image_path(ref.path)))
     norm = posixpath.normpath(image.replace("\\", "/"))
     if not image or norm.startswith("/") or norm == ".." or norm.startswith("../"):
         raise RecordError(f"image path {quote(image)} escapes the dataset's raw root")
@@ -155,7 +183,7 @@ def validate(rec: Record, check_text: bool = True) -> None:
     m = KEY_RE.fullmatch(rec.key or "")
     if not m:
         bad("key must be <dataset>/<local id>/<kind>/<n> with no dots or whitespace")
-    if rec.dataset not in DATASETS:
+    if not is_dataset(rec.dataset):
         bad(f"unknown dataset {quote(rec.dataset)}")
     if m["dataset"] != rec.dataset or m["kind"] != rec.kind:
         bad("key does not start with the record's dataset or name its kind")

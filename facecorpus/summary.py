@@ -4,9 +4,11 @@
 stage that opens images finds each dataset's raw folder through `raw_dir`. One schema, checked on
 write and on read:
 
-  format         "facecorpus-summary/1"
-  datasets       {dataset: {raw_dir, rows_read, records, filtered: {reason: n}, errors, notes: [text]}}
-                 with rows_read == records + sum(filtered) + errors
+  format         "facecorpus-summary/2"
+  datasets       {dataset: {raw_dir, rows_read, records, filtered: {reason: n}, errors, notes: [text],
+                  unavailable: {status: {reason: n}}}} with
+                 rows_read == records + sum(filtered) + errors + sum(unavailable): `unavailable` counts a
+                 web set's URLs that its downloader lost (link rot), by the downloader's status and reason
   splits         {seed, holdout: {split: share}, reassigned: [{dataset, from, to, decided_by, count}],
                   celeba_partition_photos, records: {split: n}}
   not_converted  {folder or dataset: why}: what RAW_ROOT held or lacked that is not a converted dataset
@@ -16,7 +18,9 @@ write and on read:
 `raw_dir` is the dataset's raw folder relative to the manifest folder, so a manifest moved together
 with its raw data still finds the images; `raw_dir(..., raw_root=R)` looks in `R/<folder name>`
 instead, for raw data moved elsewhere. A summary from before `format` was recorded still reads: its
-`unusable` block is `not_converted`, and its absolute raw folders are used as they are.
+`unusable` block is `not_converted`, and its absolute raw folders are used as they are; one of format
+1 (before web sets) has no `unavailable`. The format went to 2 with `unavailable`, so that an older
+facecorpus refuses a web set's counts by name instead of finding that they do not add up.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ from facecorpus.atomic import atomic_write
 from facecorpus.excerpt import quote
 
 FILE = "summary.json"
-FORMAT = "facecorpus-summary/1"
+FORMAT = "facecorpus-summary/2"
+READS = ("facecorpus-summary/1", FORMAT)
 _COUNTS = {"raw_dir": str, "rows_read": int, "records": int, "filtered": dict, "errors": int, "notes": list}
 
 
@@ -47,11 +52,18 @@ class DatasetSummary:
     filtered: dict[str, int]
     errors: int
     notes: list[str]
+    unavailable: dict[str, dict[str, int]] = field(default_factory=dict)  # status -> reason -> URLs
+
+    @property
+    def unavailable_rows(self) -> int:
+        return sum(n for reasons in self.unavailable.values() for n in reasons.values())
 
     def __post_init__(self):
-        if self.rows_read != self.records + sum(self.filtered.values()) + self.errors:
+        lost = self.unavailable_rows
+        if self.rows_read != self.records + sum(self.filtered.values()) + self.errors + lost:
             raise SummaryError(f"rows read ({self.rows_read:,}) != records ({self.records:,}) + filtered "
-                               f"({sum(self.filtered.values()):,}) + errors ({self.errors:,})")
+                               f"({sum(self.filtered.values()):,}) + errors ({self.errors:,})"
+                               + (f" + unavailable ({lost:,})" if lost else ""))
 
 
 @dataclass(frozen=True)
@@ -90,7 +102,7 @@ def read(manifest: Path) -> RunSummary:
     path = Path(manifest) / FILE
     data = _load(path)
     legacy = "format" not in data
-    if not legacy and data["format"] != FORMAT:
+    if not legacy and data["format"] not in READS:
         raise SummaryError(f"{path}: format {quote(data['format'])} is not {FORMAT!r} (written by a newer facecorpus?)")
     datasets = {name: _dataset(path, name, entry) for name, entry in _object(path, data, "datasets").items()}
     splits = _object(path, data, "splits", required=not legacy)
@@ -113,6 +125,14 @@ def raw_dir(manifest: Path, dataset: str, raw_root: Path | None = None) -> Path:
     if raw_root is not None:
         return Path(raw_root) / PurePosixPath(entry["raw_dir"]).name
     return recorded if recorded.is_absolute() else Path(manifest) / recorded
+
+
+def nest(counts: dict[tuple[str, str], int]) -> dict[str, dict[str, int]]:
+    """{(status, reason): n} -> {status: {reason: n}}, most frequent reason first (`unavailable`)."""
+    out: dict[str, dict[str, int]] = {}
+    for (status, reason), n in sorted(counts.items(), key=lambda kv: (kv[0][0], -kv[1], kv[0][1])):
+        out.setdefault(status, {})[reason] = n
+    return out
 
 
 def relative_raw_dir(raw: Path, manifest: Path) -> str:
@@ -149,7 +169,12 @@ def _dataset(path: Path, name: str, entry) -> DatasetSummary:
         raise SummaryError(f"{where}: missing {missing}, wrong type {wrong}")
     if not all(isinstance(n, int) for n in entry["filtered"].values()):
         raise SummaryError(f"{where}.filtered: counts must be integers")
+    unavailable = entry.get("unavailable", {})
+    if not (isinstance(unavailable, dict) and all(
+            isinstance(r, dict) and all(isinstance(n, int) and not isinstance(n, bool) for n in r.values())
+            for r in unavailable.values())):
+        raise SummaryError(f"{where}.unavailable: expected {{status: {{reason: count}}}}")
     try:
-        return DatasetSummary(**{k: entry[k] for k in _COUNTS})
+        return DatasetSummary(**{k: entry[k] for k in _COUNTS}, unavailable=unavailable)
     except SummaryError as exc:
         raise SummaryError(f"{where}: {exc}") from None

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from facecorpus import manifest, records, summary
+from facecorpus import imageref, manifest, records, summary
 from facecorpus.converters import splits
 
 
@@ -110,3 +110,48 @@ def test_manifest_refuses_a_bbox_of_other_than_four_values(tmp_path):
     good = manifest.to_table([rec(1, bbox=[1, 2, 3, 4]), rec(2)])
     manifest.write_partition(good, tmp_path, "cacd")
     assert manifest.read_table(tmp_path).column("bbox").to_pylist() == [[1, 2, 3, 4], None]
+
+
+def test_a_web_set_takes_a_free_name_but_never_a_curated_one_or_a_namespace():
+    assert records.is_dataset("faces15m") and records.is_dataset("celeba")
+    assert records.make_key("faces15m", "000001", "caption") == "faces15m/000001/caption/0"
+    for name in ("celeba", "celebahq", "person", "sha256", "Faces", "face-caption", "1web", "x" * 33):
+        assert records.web_name_problem(name), name
+        if name not in records.DATASETS:
+            with pytest.raises(records.RecordError):
+                records.make_key(name, "000001", "caption")
+
+
+def test_a_converter_may_not_write_another_datasets_records(monkeypatch, tmp_path):
+    import types
+
+    from facecorpus.converters import pipeline, registry
+
+    def rows(raw, ctx):
+        yield records.caption("celebadialog", "1", "1.jpg", "a face", 0, image_id="celeba/000001")
+
+    monkeypatch.setattr(registry, "module", lambda name: types.SimpleNamespace(NAME="celeba", DOWNLOAD="", rows=rows))
+    with pytest.raises(TypeError, match="celeba converter yielded a record of dataset 'celebadialog'"):
+        pipeline.convert({"celeba": tmp_path}, tmp_path / "m")
+
+
+@pytest.mark.parametrize("image, kind, path", [
+    ("img/a.jpg", "file", "img/a.jpg"),
+    ("img/a#b.jpg", "file", "img/a#b.jpg"),                          # a `#` alone is part of a name
+    ("00000.tar#member=000001.jpg&offset=1536&size=3019", "tar", "00000.tar"),
+    ("sub/00000.tar#member=a%26b%23c.jpg&offset=2048&size=7", "tar", "sub/00000.tar"),
+    ("00003.parquet#column=jpg&row=12", "parquet", "00003.parquet"),
+    ("x.tar#member=a.jpg&offset=1536", "file", "x.tar#member=a.jpg&offset=1536"),  # no size: not a reference
+])
+def test_image_references_parse_and_print_back(image, kind, path):
+    ref = imageref.parse(image)
+    assert (ref.kind, ref.path, str(ref)) == (kind, path, image)
+
+
+def test_an_image_reference_is_checked_on_its_file_part():
+    assert records.check_image_path("a//x.tar#member=..%2Fb.jpg&offset=1536&size=3") == \
+        "a/x.tar#member=..%2Fb.jpg&offset=1536&size=3"
+    for bad in ("../x.tar#member=a.jpg&offset=1536&size=3", "/x.parquet#column=jpg&row=1"):
+        with pytest.raises(records.RecordError, match="escapes"):
+            records.check_image_path(bad)
+    assert imageref.parse(imageref.tar_member("x.tar", "a&b#c=d.jpg", 1536, 9)).member == "a&b#c=d.jpg"
