@@ -147,6 +147,20 @@ def _filters(r: dict) -> str:
     return out
 
 
+def _link_rot(r: dict) -> str:
+    """Web sets: the URLs img2dataset was given, how many arrived, and why the others did not."""
+    rot = r.get("link_rot") or {}
+    if not rot:
+        return '<p class="muted">No web sets (convert img2dataset) in this manifest.</p>'
+    out = _table(["web set", "URLs", "arrived", "unavailable", "share unavailable", "by status"],
+                 [[d, v["urls"], v["arrived"], v["unavailable"], f"{v['unavailable_share']:.1%}",
+                   ", ".join(f"{s}: {n:,}" for s, n in v["by_status"].items())] for d, v in rot.items()])
+    for d, v in rot.items():
+        out += f"<h3>{escape(d)}: why URLs did not arrive</h3>" + _table(
+            ["status", "reason", "URLs"], [[x["status"], x["reason"], x["urls"]] for x in v["by_reason"]])
+    return out
+
+
 def _shards(r: dict, figs: dict) -> str:
     s = r["shards"]
     if not s:
@@ -168,6 +182,7 @@ def render(report: dict) -> str:
     sections = [("Records beside Talk2Face Table 1", _overview(report, figs)), ("Splits", _splits(report, figs)),
                 ("Comparable labels", _axes(figs)), ("Every attribute", _attributes(report)),
                 ("Text lengths", _lengths(report, figs)), ("Filters and ledger", _filters(report)),
+                ("Link rot (web sets)", _link_rot(report)),
                 ("Shards", _shards(report, figs))]
     body = "".join(f'<h2 id="s{i}">{escape(t)}</h2>{html}' for i, (t, html) in enumerate(sections))
     toc = " · ".join(f'<a href="#s{i}">{escape(t)}</a>' for i, (t, _) in enumerate(sections))

@@ -26,10 +26,14 @@ report.json keys (stable; `format` changes when one does):
                      {words: dist, wordpiece: dist}}}} with dist = {records, mean, p50, p90, p99, max,
                      over_budget, over_budget_share, hist: [[length, n]]} (words have no budget fields)
   filters           {datasets: {dataset: {rows_read, records, manifest_records, records_match, filtered,
-                     errors, notes, raw_dir, raw_dir_found}}, by_reason: {reason: n}, ledger: {entries,
+                     errors, notes, raw_dir, raw_dir_found, unavailable: {status: {reason: n}}}},
+                     by_reason: {reason: n}, ledger: {entries,
                      by_reason: {reason: n}, by_dataset: {dataset: n}}, summary_found: bool,
                      not_converted: {folder: why}} from the run summary (facecorpus/summary.py); raw_dir is
                      where the dataset's images are looked for (`--raw-root` moves it)
+  link_rot          {web set: {urls, arrived, unavailable, unavailable_share, by_status: {status: n},
+                     by_reason: [{status, reason, urls}]}}: the URLs img2dataset was given and why those
+                     that never arrived did not (empty without web sets)
   shards            null, or {format, seed, samples_per_shard, preprocess, tokenizers: {vqgan, text_vocab},
                      by_split: {split: {shards, samples, bytes}}, by_split_kind: {"split/kind": {...}},
                      shards: [{path, split, kind, count, bytes}], counts}
@@ -82,6 +86,7 @@ def compute(manifest: Path, shards: Path | None = None, step=lambda name: None, 
     step("text lengths (WordPiece)")
     report["lengths"] = _lengths(cols)
     report["filters"] = _filters(manifest, summary, records, raw_root)
+    report["link_rot"] = _link_rot(summary)
     step("shards")
     report["shards"] = _shards(Path(shards)) if shards else None
     return report
@@ -97,7 +102,7 @@ def _encode(column: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
 
 
 def _coded(column: pa.ChunkedArray, names: tuple[str, ...]) -> np.ndarray:
-    """Row codes in the fixed order of `names` (DATASETS, KINDS, SPLITS): report order, not data order."""
+    """Row codes in the fixed order of `names` (datasets, KINDS, SPLITS): report order, not data order."""
     values, idx = _encode(column)
     lookup = np.array([names.index(v) for v in values.to_pylist()], dtype=np.int64)
     return lookup[idx] if len(idx) else idx
@@ -109,7 +114,11 @@ class _Columns:
 
     def __init__(self, table: pa.Table):
         self.rows = table.num_rows
-        self.dataset = _coded(table.column("dataset"), DATASETS)
+        # The curated datasets in their fixed order, then any web sets by name.
+        web = sorted(set(pc.unique(table.column("dataset")).to_pylist()) - set(DATASETS))
+        self.names = DATASETS + tuple(web)
+        self.nd = len(self.names)
+        self.dataset = _coded(table.column("dataset"), self.names)
         self.kind = _coded(table.column("kind"), KINDS)
         self.split = _coded(table.column("split"), SPLITS)
         self.image = _encode(table.column("image_id"))
@@ -118,7 +127,7 @@ class _Columns:
         self.labels = _encode(table.column("labels"))
 
 
-ND, NK, NS = len(DATASETS), len(KINDS), len(SPLITS)
+NK, NS = len(KINDS), len(SPLITS)
 
 
 def _unique(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -129,18 +138,18 @@ def _unique(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _records(c: _Columns) -> dict:
-    counts = np.bincount(c.dataset * NK + c.kind, minlength=ND * NK).reshape(ND, NK)
+    counts = np.bincount(c.dataset * NK + c.kind, minlength=c.nd * NK).reshape(c.nd, NK)
     return {d: {k: int(counts[i, j]) for j, k in enumerate(KINDS) if counts[i, j]}
-            for i, d in enumerate(DATASETS) if counts[i].any()}
+            for i, d in enumerate(c.names) if counts[i].any()}
 
 
 def _splits(c: _Columns, summary: run_summary.RunSummary | None) -> dict:
-    records = np.bincount(c.dataset * NS + c.split, minlength=ND * NS).reshape(ND, NS)
+    records = np.bincount(c.dataset * NS + c.split, minlength=c.nd * NS).reshape(c.nd, NS)
     # Distinct (image, split) and (image, split, dataset) pairs give images per split.
     img_split, _ = _unique(c.image[1] * NS + c.split)
     images = np.bincount(img_split % NS, minlength=NS)
-    trio, _ = _unique((c.image[1] * NS + c.split) * ND + c.dataset)
-    images_ds = np.bincount((trio % ND) * NS + (trio // ND) % NS, minlength=ND * NS).reshape(ND, NS)
+    trio, _ = _unique((c.image[1] * NS + c.split) * c.nd + c.dataset)
+    images_ds = np.bincount((trio % c.nd) * NS + (trio // c.nd) % NS, minlength=c.nd * NS).reshape(c.nd, NS)
     totals = records.sum(axis=0)
     reassigned = [] if summary is None else list(summary.splits.reassigned)
     by_pair: Counter = Counter()
@@ -151,7 +160,7 @@ def _splits(c: _Columns, summary: run_summary.RunSummary | None) -> dict:
         "images": {s: int(images[j]) for j, s in enumerate(SPLITS) if totals[j]},
         "by_dataset": {d: {s: {"records": int(records[i, j]), "images": int(images_ds[i, j])}
                            for j, s in enumerate(SPLITS) if records[i, j]}
-                       for i, d in enumerate(DATASETS) if records[i].any()},
+                       for i, d in enumerate(c.names) if records[i].any()},
         "reassigned": reassigned,
         "reassigned_by_pair": dict(by_pair.most_common()),
     }
@@ -159,12 +168,12 @@ def _splits(c: _Columns, summary: run_summary.RunSummary | None) -> dict:
 
 def _shared_photos(c: _Columns) -> dict:
     """Photos that several datasets show: each photo gets a bit mask of its datasets."""
-    pairs, _ = _unique(c.photo[1] * ND + c.dataset)
-    masks = np.bincount(pairs // ND, weights=np.left_shift(1, pairs % ND)).astype(np.int64)
+    pairs, _ = _unique(c.photo[1] * c.nd + c.dataset)
+    masks = np.bincount(pairs // c.nd, weights=np.left_shift(1, pairs % c.nd)).astype(np.int64)
     several = masks[(masks & (masks - 1)) != 0]  # more than one bit set
     combos, pair_counts = [], Counter()
     for mask, n in zip(*_unique(several)):
-        names = [d for i, d in enumerate(DATASETS) if int(mask) >> i & 1]
+        names = [d for i, d in enumerate(c.names) if int(mask) >> i & 1]
         combos.append({"datasets": names, "photos": int(n)})
         for i, a in enumerate(names):
             for b in names[i + 1:]:
@@ -179,13 +188,13 @@ def _shared_photos(c: _Columns) -> dict:
 def _labels_by_dataset(c: _Columns) -> dict[str, tuple[list[str], list[int]]]:
     """{dataset: (distinct labels JSON strings, records carrying each)}, records without labels left out."""
     values, idx = c.labels
-    pairs, counts = _unique(idx * ND + c.dataset)
+    pairs, counts = _unique(idx * c.nd + c.dataset)
     strings = np.asarray(values.to_pylist(), dtype=object)
     out = {}
-    for i, d in enumerate(DATASETS):
-        m = (pairs % ND == i) & (strings[pairs // ND] != "{}")
+    for i, d in enumerate(c.names):
+        m = (pairs % c.nd == i) & (strings[pairs // c.nd] != "{}")
         if m.any():
-            out[d] = (strings[pairs[m] // ND].tolist(), counts[m].tolist())
+            out[d] = (strings[pairs[m] // c.nd].tolist(), counts[m].tolist())
     return out
 
 
@@ -232,8 +241,8 @@ def _lengths(c: _Columns) -> dict:
     values, idx = c.text
     n_words, n_ids = wordpiece_lengths(values)  # once per distinct text
     group = c.dataset * NK + c.kind
-    keys, weights = _unique(idx * (ND * NK) + group)
-    text, group = keys // (ND * NK), keys % (ND * NK)
+    keys, weights = _unique(idx * (c.nd * NK) + group)
+    text, group = keys // (c.nd * NK), keys % (c.nd * NK)
     words, ids, ds, kinds = n_words[text], n_ids[text], group // NK, group % NK
     out = {"budget": TEXT_BUDGET, "sequence_length": SEQUENCE_LENGTH, "words": {}, "wordpiece": {}, "by_dataset": {}}
     for j, kind in enumerate(KINDS):
@@ -241,7 +250,7 @@ def _lengths(c: _Columns) -> dict:
         if m.any():
             out["words"][kind] = _dist(words[m], weights[m], None)
             out["wordpiece"][kind] = _dist(ids[m], weights[m], TEXT_BUDGET)
-    for i, d in enumerate(DATASETS):
+    for i, d in enumerate(c.names):
         for j, kind in enumerate(KINDS):
             m = (ds == i) & (kinds == j)
             if m.any():
@@ -282,11 +291,27 @@ def _filters(manifest: Path, summary: run_summary.RunSummary | None, records: di
             "rows_read": info.rows_read, "records": info.records, "manifest_records": ours,
             "records_match": info.records == ours, "filtered": dict(info.filtered), "errors": info.errors,
             "notes": list(info.notes), "raw_dir": str(raw), "raw_dir_found": raw.is_dir(),
+            "unavailable": info.unavailable,
         }
         by_reason.update(info.filtered)
     return {"summary_found": summary is not None, "datasets": datasets,
             "by_reason": dict(by_reason.most_common()), "ledger": _ledger(manifest),
             "not_converted": dict(summary.not_converted) if summary else {}}
+
+
+def _link_rot(summary: run_summary.RunSummary | None) -> dict:
+    """Per web set: how many of its URLs arrived, and why the others did not (img2dataset's status and
+    reason, most frequent first); the URLs that arrived but were filtered are the filters' business."""
+    out = {}
+    for name, info in (summary.datasets if summary else {}).items():
+        lost = info.unavailable_rows
+        if info.unavailable:
+            reasons = Counter({(s, r): n for s, rs in info.unavailable.items() for r, n in rs.items()})
+            out[name] = {"urls": info.rows_read, "arrived": info.rows_read - lost, "unavailable": lost,
+                         "unavailable_share": round(lost / info.rows_read, 6) if info.rows_read else 0.0,
+                         "by_status": {s: sum(rs.values()) for s, rs in info.unavailable.items()},
+                         "by_reason": [{"status": s, "reason": r, "urls": n} for (s, r), n in reasons.most_common()]}
+    return out
 
 
 def _shards(shards: Path) -> dict:
