@@ -12,6 +12,7 @@ import click
 
 # name -> "module:function" (a click.Command) and its one-line help, in pipeline order.
 COMMANDS = {
+    "prepare": ("facecorpus.converters.prepare_cli:prepare", "Web sets' URL lists for img2dataset (LAION-Face from FaRL's ids)."),
     "convert": ("facecorpus.converters.cli:convert", "Raw dataset downloads -> Parquet manifest of face-text records."),
     "report": ("facecorpus.reports.cli:report", "Label statistics of a manifest (and shards): report.json + report.html."),
     "tokenize": ("facecorpus.shards.cli:tokenize", "Encode every unique face once with a VQGAN on Ray into the token cache."),
