@@ -1,6 +1,7 @@
 """Raw input tars (img2dataset's `webdataset` output): their members with the byte range of each one's
 data, and a member's data read by that range. Nothing is ever extracted, and a tar is opened once per
-pass, not once per member. The shard tars facecorpus writes have their own owner (shards/format.py).
+pass, not once per member. `write` makes such a tar for the generated web sets of the demo, tests and
+benchmarks. The shard tars facecorpus writes have their own owner (shards/format.py).
 
 Only uncompressed tars: a member's data must be stored bytes for a range read to fetch it, and
 img2dataset writes plain `.tar` files.
@@ -8,9 +9,13 @@ img2dataset writes plain `.tar` files.
 
 from __future__ import annotations
 
+import io
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import BinaryIO, NamedTuple
+
+from facecorpus.atomic import publishing
 
 BLOCK = 512  # a tar header's size: a member's own header sits right before its data
 
@@ -58,3 +63,15 @@ def read_member(fh: BinaryIO, member: str, offset: int, size: int) -> bytes:
         raise RawTarError(f"member {member}: the header at offset {offset - BLOCK:,} is for {info.name!r} "
                           f"({info.size:,} bytes); the tar was rewritten since convert")
     return data[BLOCK:]
+
+
+def write(path: Path, files: Iterable[tuple[str, bytes]]) -> Path:
+    """A tar of `files` (name, data) as img2dataset's writer (webdataset's TarWriter) stores them: regular
+    members, mode 0444, owner bigdata; with a fixed mtime, so the same files give the same bytes."""
+    with publishing(path) as tmp, tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tf:
+        for name, data in files:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o444, 0
+            info.uname = info.gname = "bigdata"
+            tf.addfile(info, io.BytesIO(data))
+    return path
