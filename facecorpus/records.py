@@ -142,7 +142,7 @@ def caption(dataset: str, local: str, image: str, text: str, n: int, *, image_id
     rec = Record(key=make_key(dataset, local, "caption", n), dataset=dataset, image=image,
                  image_id=image_id, photo_id=photo_id or image_id, kind="caption", text=text,
                  labels=labels or {}, subject_id=subject_id, source_split=source_split, bbox=bbox,
-                 licence=licence)
+                 licence=licence, labels_json=None if labels else "{}")
     if not text:
         raise RecordError(f"record {quote(rec.key)}: empty caption")
     check_fields(rec)
