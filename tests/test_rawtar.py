@@ -11,13 +11,14 @@ import pytest
 
 from facecorpus import rawtar
 
-LONG = "a-folder-name-long-enough/" * 5 + "image.jpg"        # 139 characters: beyond a header's name field
+LONG = "a-folder-name-long-enough/" * 5 + "image.jpg"  # 139 characters: beyond a header's name field
+SPLIT = "a-folder/" * 12 + "image.jpg"                     # 117: ustar keeps it as prefix + name
 
 
-def build(path: Path, fmt: int) -> Path:
+def build(path: Path, fmt: int, long_name: str = LONG) -> Path:
     with tarfile.open(path, "w", format=fmt) as tf:
         for name, data in (("000000.jpg", b"\xff\xd8jpeg"), ("000000.json", b"{}"), ("000000.txt", b""),
-                           (LONG, b"x" * 1000), ("zoe-\u00eb.jpg", b"y" * 513)):
+                           (long_name, b"x" * 1000), ("zoe-\u00eb.jpg", b"y" * 513)):
             info = tarfile.TarInfo(name)
             info.size, info.mtime = len(data), 1.5  # a float mtime: pax writes a record for it
             tf.addfile(info, io.BytesIO(data))
@@ -35,14 +36,7 @@ def tarfile_view(path: Path) -> list[tuple]:
 
 @pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT])
 def test_members_agree_with_tarfile(tmp_path, fmt):
-    if fmt == tarfile.USTAR_FORMAT:  # ustar holds a long name only when it splits into prefix + name
-        global LONG
-        keep, LONG = LONG, "a-folder/" * 12 + "image.jpg"
-    try:
-        path = build(tmp_path / "t.tar", fmt)
-    finally:
-        if fmt == tarfile.USTAR_FORMAT:
-            LONG = keep
+    path = build(tmp_path / "t.tar", fmt, SPLIT if fmt == tarfile.USTAR_FORMAT else LONG)
     ours = [tuple(m) for m in rawtar.members(path)]
     assert ours == tarfile_view(path) and len(ours) == 8
     assert [m[3] for m in ours] == [True] * 5 + [False] * 3      # a folder and links are no images
