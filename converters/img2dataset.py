@@ -79,8 +79,14 @@ def columns(o: dict) -> list[str]:
 def shard_rows(shard: webfolder.Shard, folder: webfolder.Folder, o: dict, ctx: Context):
     """One outcome per URL of the shard, in key order; then the URLs img2dataset lost from its parquet."""
     table = webfolder.read_rows(shard, folder.raw, columns(o), optional=["sha256"])
-    images = webfolder.images(shard, folder.format, folder.raw, folder.notes)
     rel = rel_to(shard.parquet, folder.raw)
+    count = webfolder.stats_count(shard, folder.raw)
+    if count is None:
+        folder.notes.append(f"{shard.id}: no stats file; its parquet's {table.num_rows:,} rows are taken as its URLs")
+    elif count < table.num_rows:  # checked before any row is counted: no URL of this folder can be trusted
+        raise RawFormatError(rel, f"holds {table.num_rows:,} rows but its stats count {count:,} URLs: "
+                             "an incremental rerun with another URL list? Convert a folder of one run")
+    images = webfolder.images(shard, folder.format, folder.raw, folder.notes)
     seen = set()
     for row in table.to_pylist():
         seen.add(row["key"])
@@ -90,12 +96,6 @@ def shard_rows(shard: webfolder.Shard, folder: webfolder.Folder, o: dict, ctx: C
     if orphans:
         folder.notes.append(f"{shard.id}: {orphans:,} image(s) without a row in {rel}, not converted "
                             "(img2dataset's writer failed after storing them)")
-    count = webfolder.stats_count(shard, folder.raw)
-    if count is None:
-        folder.notes.append(f"{shard.id}: no stats file; its parquet's {table.num_rows:,} rows are taken as its URLs")
-    elif count < table.num_rows:
-        raise RawFormatError(rel, f"holds {table.num_rows:,} rows but its stats count {count:,} URLs: "
-                             "an incremental rerun with another URL list? Convert a folder of one run")
     for _ in range((count or 0) - table.num_rows):
         yield Unavailable(Where(rel_to(shard.stats, folder.raw)), *LOST)
 

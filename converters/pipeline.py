@@ -247,7 +247,9 @@ def discover(raw_root: Path) -> tuple[dict[str, Path], dict[str, str]]:
     skipped = {}
     for entry in sorted(raw_root.iterdir()):
         if entry.is_dir() and entry.name not in found:
-            skipped[entry.name] = registry.SUPPORT_FOLDERS.get(entry.name, "not a dataset name facecorpus knows")
+            skipped[entry.name] = registry.SUPPORT_FOLDERS.get(entry.name) or (
+                "an img2dataset output: convert it with `facecorpus convert img2dataset DIR --name NAME --licence TERMS`"
+                if next(entry.glob("*_stats.json"), None) else "not a dataset name facecorpus knows")
     for name in DATASETS:
         if name not in found:
             skipped[name] = f"absent: no folder {raw_root / name}"

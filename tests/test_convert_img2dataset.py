@@ -232,3 +232,20 @@ def test_a_manifest_from_before_the_licence_column_still_reads(tmp_path):
     pq.write_table(pq.read_table(path).drop_columns(["licence"]), path)
     table = manifest.read_table(tmp_path)
     assert table.schema == SCHEMA and table.column("licence").null_count == table.num_rows
+
+
+def test_a_parquet_with_more_rows_than_its_stats_count_stops_the_run(tmp_path):
+    raw = tmp_path / "raw"
+    shutil.copytree(DATA / "files", raw)
+    (raw / "00001_stats.json").write_text(json.dumps({**json.loads((raw / "00001_stats.json").read_text()), "count": 4}))
+    with pytest.raises(pipeline.RawFormatError, match="00001.parquet: holds 10 rows but its stats count 4 URLs"):
+        convert(raw, tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+
+
+def test_convert_all_points_an_img2dataset_folder_to_its_converter(tmp_path):
+    shutil.copytree(DATA / "webdataset", tmp_path / "faces")
+    (tmp_path / "mystery").mkdir()
+    _, skipped = pipeline.discover(tmp_path)
+    assert "convert img2dataset DIR --name NAME --licence TERMS" in skipped["faces"]
+    assert skipped["mystery"] == "not a dataset name facecorpus knows"
