@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from facecorpus.converters import img2dataset, pipeline, registry
+from facecorpus.converters import img2dataset, pipeline, registry, webboxes
 from facecorpus.records import DATASETS
 from facecorpus.summary import RunSummary
 
@@ -123,13 +123,13 @@ def print_notes(console: Console, summary: RunSummary, names: list[str]) -> None
 @click.option("--bbox-column", default=None, metavar="COL",
               help="img2dataset: a saved column with one face box per row; the face is cropped from the stored image "
                    "at tokenize. Needs --resize-mode.")
-@click.option("--bbox-format", type=click.Choice(["relative", "absolute"]), default=None,
+@click.option("--bbox-format", type=click.Choice(webboxes.FORMATS), default=None,
               help="img2dataset: the box is [x0, y0, x1, y1] in 0-1 of the downloaded picture (relative, "
                    "img2dataset's own convention; the default) or in its pixels (absolute).")
-@click.option("--resize-mode", type=click.Choice(["no", "keep_ratio", "keep_ratio_largest", "center_crop", "border"]),
-              default=None, help="img2dataset: the --resize_mode img2dataset ran with (its default is border); "
-                                 "its output does not record it, and the box's place in the stored image depends on it.")
-@click.option("--split-by", type=click.Choice(["hash", "column"]), default=None,
+@click.option("--resize-mode", type=click.Choice(webboxes.MODES), default=None,
+              help="img2dataset: the --resize_mode img2dataset ran with (its default is border); its output does not "
+                   "record it, and the box's place in the stored image depends on it.")
+@click.option("--split-by", type=click.Choice(img2dataset.SPLIT_BY), default=None,
               help="img2dataset: hash (the default: a seeded hash of the picture's sha256 picks val/test) or column.")
 @click.option("--split-column", default=None, metavar="COL",
               help="img2dataset, with --split-by column: a saved column holding train, val (validation) or test.")
