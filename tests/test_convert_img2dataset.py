@@ -249,3 +249,23 @@ def test_convert_all_points_an_img2dataset_folder_to_its_converter(tmp_path):
     _, skipped = pipeline.discover(tmp_path)
     assert "convert img2dataset DIR --name NAME --licence TERMS" in skipped["faces"]
     assert skipped["mystery"] == "not a dataset name facecorpus knows"
+
+
+def test_the_summary_keeps_the_link_rot_and_checks_it(tmp_path):
+    convert(DATA / "webdataset", tmp_path)
+    data = json.loads((tmp_path / "summary.json").read_text())
+    assert data["format"] == "facecorpus-summary/2"
+    assert data["datasets"]["web"]["unavailable"] == upstream_by_status()
+    assert summary.read(tmp_path).datasets["web"].unavailable_rows == 11
+    data["datasets"]["web"]["unavailable"]["failed_to_download"]["HTTP Error 404"] = 4   # one URL too many
+    (tmp_path / "summary.json").write_text(json.dumps(data))
+    with pytest.raises(summary.SummaryError, match=r"datasets.web: rows read \(31\) != .* \+ unavailable \(12\)"):
+        summary.read(tmp_path)
+    data["datasets"]["web"]["unavailable"] = {"failed_to_download": 3}
+    (tmp_path / "summary.json").write_text(json.dumps(data))
+    with pytest.raises(summary.SummaryError, match=r"datasets.web.unavailable: expected \{status: \{reason: count\}\}"):
+        summary.read(tmp_path)
+    data["format"] = "facecorpus-summary/1"   # a summary of before web sets: no unavailable, still reads
+    del data["datasets"]["web"]
+    (tmp_path / "summary.json").write_text(json.dumps(data))
+    assert summary.read(tmp_path).datasets == {}
