@@ -16,6 +16,7 @@ import _results  # first: fixes the import path (see there)  # isort: skip
 
 import argparse
 import io
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -56,6 +57,7 @@ def main() -> None:
     ap.add_argument("--per-shard", type=int, default=10_000, help="img2dataset's --number_sample_per_shard")
     ap.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
     args = ap.parse_args()
+    load = os.getloadavg()[0]  # a shared machine's other jobs slow the Python-bound convert most
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "web"
         made = generate(root, args.samples, args.per_shard)
@@ -69,7 +71,8 @@ def main() -> None:
              f"| bare `pyarrow.parquet.read_table` of the shard parquets | {bare:.2f} | {rows / bare:,.0f} | - |",
              f"| `convert img2dataset` (box column, border resize), manifest written | {secs:.2f} | "
              f"{urls / secs:,.0f} | {records / secs:,.0f} |",
-             "", f"- convert / bare read: **{secs / bare:.1f}x** the time ({records:,} records of {urls:,} URLs)"]
+             "", f"- convert / bare read: **{secs / bare:.1f}x** the time ({records:,} records of {urls:,} URLs)",
+             f"- load average when the run started: {load:.1f} on {os.cpu_count()} cores"]
     _results.append("convert img2dataset: generated img2dataset output vs bare pyarrow read", lines,
                     record=not args.no_record)
 
