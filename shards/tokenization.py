@@ -57,7 +57,8 @@ class Options:
     part_rows: int = 4096             # rows per cache part: what a kill can lose at most
     actors: int | None = None         # default: one per GPU, else cluster CPUs // cpus_per_actor
     cpus_per_actor: int | None = None  # CPU only; default min(4, cluster CPUs)
-    compile: bool = False             # torch.compile the encoder on GPUs (~25 s once per actor)
+    compile: str = ""                 # GPUs: a torch.compile mode for the encoder ("" = eager; ~25 s or more per actor)
+    inflight: int | None = None       # batches each encoder actor holds at once; default 3 with GPUs, 1 on CPU
     allow_outside_links: bool = False  # read images whose path resolves outside their dataset's folder
     raw_root: Path | None = None      # where the raw dataset folders are now, if moved since `convert`
 
@@ -73,10 +74,13 @@ def _dataset(todo: pd.DataFrame, opts: Options, size: int, load_model):
     if gpus:
         actors, batch = opts.actors or gpus, opts.batch_size or 256
         read_args, enc_args, threads = {"num_cpus": 1}, {"num_cpus": 1, "num_gpus": 1}, 1
+        # One batch encoding, one staged (its copy to the GPU overlapping), one being assembled by Ray.
+        inflight = opts.inflight or 3
     else:
         threads = opts.cpus_per_actor or min(4, cpus)
         actors, batch = opts.actors or max(1, cpus // threads), opts.batch_size or 32
         read_args = enc_args = {"num_cpus": threads}  # equal resources -> Ray fuses read into the actor
+        inflight = opts.inflight or 1  # the CPU that decodes also encodes: nothing to overlap
     rows = read_rows(len(todo), batch, cpus)
     # Input blocks are built in the driver: from_arrow would start a remote task per block just to
     # read metadata, and from_pandas' splitting breaks on pandas 3.
@@ -84,9 +88,14 @@ def _dataset(todo: pd.DataFrame, opts: Options, size: int, load_model):
     # One read task per input block (batch_size=None: no bundling), `rows` images each.
     ds = ds.map_batches(read_batch, batch_size=None, batch_format="numpy",
                         fn_kwargs={"size": size, "allow_outside": opts.allow_outside_links}, **read_args)
+    # Several calls run at once in each actor (threads; Ray queues 4x as many batches per actor):
+    # the Encoder stages one batch while its compute thread encodes another, and pads every call to
+    # `batch` rows (one shape to compile).
+    pool = ray.data.ActorPoolStrategy(size=actors, max_concurrent_calls_per_actor=inflight,
+                                      enable_true_multi_threading=inflight > 1)
     return ds.map_batches(
-        Encoder, batch_size=batch, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors),
-        fn_constructor_args=(opts.vqgan, opts.ckpt, opts.trust_checkpoint, threads, opts.compile, load_model),
+        Encoder, batch_size=batch, batch_format="numpy", compute=pool,
+        fn_constructor_args=(opts.vqgan, opts.ckpt, opts.trust_checkpoint, threads, opts.compile, load_model, batch),
         **enc_args)
 
 

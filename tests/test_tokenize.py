@@ -25,7 +25,8 @@ from facecorpus import atomic
 from facecorpus.codes import FFHQ_F16
 from facecorpus.preprocess import POLICY, load_image, preprocess, to_model_input
 from facecorpus.vqgan import load_vqgan
-from tokenkit import NullVQGAN, ProbedVQGAN, image_digests, make_manifest, null_vqgan, write_manifest
+from tokenkit import (NullVQGAN, ProbedVQGAN, image_digests, make_manifest, null_vqgan, tokenize_in_process,
+                      write_manifest)
 
 N_IMAGES = 100  # + 4 broken files; 1 injected encoder failure = 1%
 SIZE = FFHQ_F16.resolution
@@ -313,3 +314,16 @@ def test_out_of_memory_batches_go_through_in_halves_and_later_ones_start_small()
     device.sizes.clear()
     out = enc(batch)  # the next batch is split up front: no failed call, nothing retried
     assert list(out["stage"]) == [OK] * n and out["retried"].sum() == 0 and device.sizes == [4, 4, 4, 4]
+
+
+@pytest.mark.slow  # a Ray pipeline run: 5-30 s
+def test_several_batches_in_flight_per_actor_write_the_cache_of_one_batch_at_a_time(ray_session, tmp_path):
+    """The encoder actor with three concurrent calls and a fixed, padded batch shape (the GPU layout's
+    defaults) caches exactly the codes of the one-process reference, and counts every image."""
+    manifest = make_manifest(tmp_path, 20, seed=4)
+    s = tokenize(manifest, tmp_path / "ray", Options(batch_size=8, inflight=3, part_rows=16))
+    assert s["accounted"] and (s["encoded"], s["ledgered"], s["encode_retried"]) == (20, 4, 0)
+    tokenize_in_process(manifest, tmp_path / "ref", batch_size=8)
+    got, want = (cache_mod.read_codes(tmp_path / c).to_pandas().set_index("image_id")["codes"] for c in ("ray", "ref"))
+    assert sorted(got.index) == sorted(want.index)
+    assert all(np.array_equal(got[i], want[i]) for i in want.index)
