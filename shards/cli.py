@@ -58,6 +58,9 @@ def table(title: str, items: dict) -> Table:
 @click.option("--inflight", type=click.IntRange(min=1),
               help="Batches each encoder actor holds at once (default 3 with GPUs: one encoding while the next is "
                    "copied to the GPU; 1 on CPU).")
+@click.option("--engine", type=click.Choice(["ray", "local"]), default="ray", show_default=True,
+              help="local: the same read and encode stages without Ray, on this machine alone (processes read, "
+                   "this process encodes); for a machine without Ray. --ray-address needs ray.")
 @click.option("--trust-checkpoint", is_flag=True,
               help="Allow a legacy Lightning checkpoint that pickles objects besides tensors (runs its pickled code).")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Images per encoder batch (default 256 per GPU, 32 on CPU).")
@@ -67,8 +70,8 @@ def table(title: str, items: dict) -> Table:
               help="Images per cache part written: the most a killed run loses.")
 @click.option("--raw-root", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Where the raw dataset folders are now (RAW_ROOT/celeba, ...), if they moved since `convert`.")
-def tokenize(manifest, vqgan, ckpt, cache, ray_address, allow_outside_links, compile_, inflight, trust_checkpoint,
-             batch_size, actors, cpus_per_actor, part_rows, raw_root):
+def tokenize(manifest, vqgan, ckpt, cache, ray_address, allow_outside_links, compile_, inflight, engine,
+             trust_checkpoint, batch_size, actors, cpus_per_actor, part_rows, raw_root):
     """Encode every unique image of MANIFEST once with a VQGAN into the token cache.
 
     Images already in --cache are skipped, so a killed run resumes where it stopped. Ray tasks read,
@@ -85,7 +88,8 @@ def tokenize(manifest, vqgan, ckpt, cache, ray_address, allow_outside_links, com
 
     console = Console(stderr=True)
     opts = Options(vqgan=str(vqgan), ckpt=str(ckpt) if ckpt else None, trust_checkpoint=trust_checkpoint, compile=compile_,
-                   inflight=inflight, ray_address=ray_address, batch_size=batch_size, actors=actors, cpus_per_actor=cpus_per_actor,
+                   inflight=inflight, engine=engine, ray_address=ray_address, batch_size=batch_size, actors=actors,
+                   cpus_per_actor=cpus_per_actor,
                    part_rows=part_rows, allow_outside_links=allow_outside_links, raw_root=raw_root)
     try:
         with progress_bar(console) as progress:

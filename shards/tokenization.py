@@ -10,11 +10,13 @@ as the encoder, so Ray fuses both into the actor (no image crosses processes); w
 resources differ, Ray keeps them apart and the CPUs decode while the GPUs encode. A read task takes
 `read_rows` images (a whole fraction of the encoder batch, several tasks per CPU so every core
 decodes), never imports torch (seconds of start-up per worker), and ships uint8 pixels, which the
-encoder converts to float on its own device. Ray itself comes from raysession.py.
+encoder converts to float on its own device. Ray itself comes from raysession.py; `engine="local"`
+runs the same stages without Ray on one machine (localengine.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from facecorpus.shards import cache as cache_mod
-from facecorpus.shards import ledger
+from facecorpus.shards import ledger, localengine
 from facecorpus.shards.encoder import Encoder
 from facecorpus.shards.raysession import ray_session
 from facecorpus.shards.reading import OK, REFUSED, read_batch
@@ -47,6 +49,9 @@ def plan(manifest: Path, raw_root: Path | None = None) -> pd.DataFrame:
                          "root": [real[d] for d in df["dataset"]], "bbox": boxes}).reset_index(drop=True)
 
 
+ENGINES = ("ray", "local")
+
+
 @dataclass
 class Options:
     vqgan: str = "tiny-f16"
@@ -61,6 +66,7 @@ class Options:
     inflight: int | None = None       # batches each encoder actor holds at once; default 3 with GPUs, 1 on CPU
     allow_outside_links: bool = False  # read images whose path resolves outside their dataset's folder
     raw_root: Path | None = None      # where the raw dataset folders are now, if moved since `convert`
+    engine: str = "ray"               # "ray", or "local": the same stages in processes and threads of this machine
 
 
 def _dataset(todo: pd.DataFrame, opts: Options, size: int, load_model):
@@ -150,6 +156,10 @@ def tokenize(manifest: Path, cache: Path, opts: Options, progress=None, load_mod
     stand-ins here. It must pickle: Ray ships it to the actors."""
     from facecorpus.vqgan import load_vqgan
 
+    if opts.engine not in ENGINES:
+        raise ValueError(f"engine {opts.engine!r}: choose one of {', '.join(ENGINES)}")
+    if opts.engine == "local" and opts.ray_address:
+        raise ValueError("--ray-address joins a Ray cluster and --engine local runs without Ray: choose one")
     load_model = load_model or load_vqgan
     model = load_model(opts.vqgan, opts.ckpt, trust_checkpoint=opts.trust_checkpoint)
     identity, size = model.identity, model.code_grid.resolution
@@ -161,14 +171,24 @@ def tokenize(manifest: Path, cache: Path, opts: Options, progress=None, load_mod
     sink = _Sink(cache, identity, opts.part_rows)
     t0 = time.perf_counter()
     if len(todo):
-        with ray_session(opts.ray_address):
+        with _encoded(todo, opts, size, load_model) as batches:
             task = progress.add_task("tokenize", total=len(todo)) if progress else None
-            for batch in _dataset(todo, opts, size, load_model).iter_batches(batch_size=None, batch_format="numpy"):
+            for batch in batches:
                 sink.add(batch)
                 if progress:
                     progress.advance(task, len(batch["image_id"]))
             sink.flush()
-    return summarize(cache, images, before, sink, time.perf_counter() - t0, identity)
+    return {**summarize(cache, images, before, sink, time.perf_counter() - t0, identity), "engine": opts.engine}
+
+
+@contextlib.contextmanager
+def _encoded(todo: pd.DataFrame, opts: Options, size: int, load_model):
+    """The encoder's output batches, from Ray (joined or embedded) or from the local engine."""
+    if opts.engine == "local":
+        yield localengine.batches(todo, opts, size, load_model, read_rows)
+        return
+    with ray_session(opts.ray_address):
+        yield _dataset(todo, opts, size, load_model).iter_batches(batch_size=None, batch_format="numpy")
 
 
 def summarize(cache: Path, images: pd.DataFrame, before: set, sink: _Sink, seconds: float, identity: dict) -> dict:

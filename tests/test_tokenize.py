@@ -327,3 +327,20 @@ def test_several_batches_in_flight_per_actor_write_the_cache_of_one_batch_at_a_t
     got, want = (cache_mod.read_codes(tmp_path / c).to_pandas().set_index("image_id")["codes"] for c in ("ray", "ref"))
     assert sorted(got.index) == sorted(want.index)
     assert all(np.array_equal(got[i], want[i]) for i in want.index)
+
+
+@pytest.mark.slow  # spawns read processes: 5-15 s
+def test_the_local_engine_caches_the_reference_codes_and_ledger_without_ray(tmp_path):
+    """`--engine local` (a machine without Ray, such as a lent GPU): spawned read processes, the
+    encoder called from two threads at once; the cache holds the one-process reference's codes and
+    the broken files are ledgered by stage."""
+    manifest = make_manifest(tmp_path, 20, seed=5)
+    s = tokenize(manifest, tmp_path / "local", Options(batch_size=8, inflight=2, part_rows=16, engine="local"))
+    assert s["accounted"] and s["engine"] == "local"
+    assert (s["encoded"], s["ledgered_read"], s["ledgered_decode"]) == (20, 2, 2)
+    tokenize_in_process(manifest, tmp_path / "ref", batch_size=8)
+    got, want = (cache_mod.read_codes(tmp_path / c).to_pandas().set_index("image_id")["codes"] for c in ("local", "ref"))
+    assert sorted(got.index) == sorted(want.index)
+    assert all(np.array_equal(got[i], want[i]) for i in want.index)
+    with pytest.raises(ValueError, match="--ray-address joins a Ray cluster and --engine local runs without Ray"):
+        tokenize(manifest, tmp_path / "x", Options(engine="local", ray_address="127.0.0.1:6379"))
