@@ -16,8 +16,8 @@ the next run):
             batch of 1 (eager), copy the codes back;
   pipeline  `facecorpus tokenize` end to end (plan, read/decode/preprocess tasks, the encoder actor
             with `--inflight` calls and `--compile`, cache parts), on Ray (`--engine ray`, Ray's start
-            reported apart) or without it (`--engine local`); also its steady rate, from the first
-            batch back to the last.
+            reported apart) or without it (`--engine local`); also its steady rate, over the second
+            half of the batches.
 `--encoder noop` times the pipeline alone: the encoder gets a stand-in that returns zero codes at once
 (tests/tokenkit.py NullVQGAN), against a bare loop of load_image + preprocess over the same files in
 one process; the pipeline should decode on every CPU but the encoder's. Without a GPU, Ray is told of
@@ -121,10 +121,12 @@ class _Clock:
         return self.marks[0][0] - t0 if self.marks else float("nan")
 
     def steady(self) -> float:
-        """images/s from the first batch back to the last."""
-        if len(self.marks) < 2:
+        """images/s over the second half of the batches: by then what the read stage did ahead while the
+        encoder started up is used up, and start-up is over."""
+        half = len(self.marks) // 2
+        if len(self.marks) < 3 or self.marks[-1][0] == self.marks[half][0]:
             return float("nan")
-        return sum(n for _, n in self.marks[1:]) / (self.marks[-1][0] - self.marks[0][0])
+        return sum(n for _, n in self.marks[half + 1:]) / (self.marks[-1][0] - self.marks[half][0])
 
 
 def pipeline(manifest: Path, cache: Path, opts: Options, load_model=None, ray_args: dict | None = None) -> dict:
@@ -204,10 +206,11 @@ def noop(args) -> None:
         "|---|---:|---:|",
         f"| bare loop: load_image + preprocess_uint8, one process | {bare:.1f} | 1.00 |",
         f"| pipeline, no-op encoder, end to end (plan, workers' start-up, cache parts) | {r['rate']:.1f} | {r['rate'] / bare:.2f} |",
-        f"| the same, steady (first batch back to the last) | {r['steady']:.1f} | {r['steady'] / bare:.2f} |",
+        f"| the same, steady (the second half of the batches) | {r['steady']:.1f} | {r['steady'] / bare:.2f} |",
         "",
         (f"- read-stage scaling, steady pipeline / (bare x {readers} read CPUs): "
          f"**{100 * r['steady'] / (bare * readers):.0f}%** (100% = no overhead at all): the CPU side's ceiling"),
+        load_line(),
     ]
     _results.append("tokenize: pipeline overhead with a no-op encoder vs a bare decode loop", lines, record=not args.no_append)
 
@@ -281,13 +284,14 @@ def encoder_lines(args, preset, n, batch, engine, bare, flops, single, r) -> lis
         f"| one image at a time: open, preprocess, encode (Talk2Face's scripts) | {single:.1f} | {single / best:.2f} | |",
         (f"| pipeline `tokenize` end to end (first batch after {r['first']:.1f} s{', Ray started %.1f s apart' % r['start'] if r['start'] else ''}) "
          f"| {r['rate']:.1f} | {r['rate'] / best:.2f} | |"),
-        f"| the same, steady (first batch back to the last) | {r['steady']:.1f} | {r['steady'] / best:.2f} | |",
+        f"| the same, steady (the second half of the batches) | {r['steady']:.1f} | {r['steady'] / best:.2f} | |",
         "",
         (f"- pipeline / best bare encoder: **{100 * r['rate'] / best:.0f}%** end to end, **{100 * r['steady'] / best:.0f}%** "
          f"steady (GPU target >= 85%); pipeline / one-at-a-time: **{r['rate'] / single:.1f}x** (GPU target >= 30x); "
          f"end to end **{r['rate']:,.0f} images/s** (one H200 target >= 2,000; 1.5M images would take "
          f"{1.5e6 / r['rate'] / 60:.0f} min)"),
         f"- images in encoder batches that failed and were re-encoded in halves: {r['retried']} (should be 0)",
+        load_line(),
     ]
 
 
@@ -339,6 +343,11 @@ def _gpu_decode(model, paths: list[str], size: int, batch: int, decode_jpeg, rgb
             f"Pillow pixels: mean |diff| {diff.float().mean():.2f} levels, max {int(diff.max())}, "
             f"{100 * float((diff == 0).float().mean()):.0f}% of values equal, "
             f"{100 * float((codes[0] == codes[1]).float().mean()):.1f}% of codes equal")
+
+
+def load_line() -> str:
+    return (f"- load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other jobs on the "
+            "machine slow every row alike)")
 
 
 def _has_ray() -> bool:
