@@ -51,7 +51,7 @@ def table(title: str, items: dict) -> Table:
 @click.option("--allow-outside-links", is_flag=True,
               help="Read images whose path resolves (through a symlink) outside their dataset's raw folder; "
                    "by default they are refused and ledgered (stage `refused`). Either way they are counted.")
-@click.option("--compile", "compile_", is_flag=False, flag_value="default", default="",
+@click.option("--compile", "compile_", is_flag=False, flag_value="default", default=None,
               type=click.Choice(["default", "reduce-overhead", "max-autotune"]),
               help="GPUs: torch.compile the encoder, in this mode if given (reduce-overhead adds CUDA graphs; about "
                    "25 s or more per actor; doubled an H100's encode rate, worth it past ~50k images).")
@@ -87,7 +87,7 @@ def tokenize(manifest, vqgan, ckpt, cache, ray_address, allow_outside_links, com
     from facecorpus.vqgan import VQGANError
 
     console = Console(stderr=True)
-    opts = Options(vqgan=str(vqgan), ckpt=str(ckpt) if ckpt else None, trust_checkpoint=trust_checkpoint, compile=compile_,
+    opts = Options(vqgan=str(vqgan), ckpt=str(ckpt) if ckpt else None, trust_checkpoint=trust_checkpoint, compile=compile_ or "",
                    inflight=inflight, engine=engine, ray_address=ray_address, batch_size=batch_size, actors=actors,
                    cpus_per_actor=cpus_per_actor,
                    part_rows=part_rows, allow_outside_links=allow_outside_links, raw_root=raw_root)

@@ -22,23 +22,27 @@ from facecorpus.codes import FFHQ_F16
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 
-def talk2face(attention: str) -> Talk2Face:
+def talk2face(attention: str, compiled: bool = False) -> Talk2Face:
     torch.manual_seed(0)
     cfg = C.model_preset("tiny", FFHQ_F16)
     cfg.attention = attention
-    return Talk2Face(cfg).cuda().train()
+    model = Talk2Face(cfg).cuda().train()
+    if compiled:  # as train.compile does
+        for block in model.blocks:
+            block.compile()
+    return model
 
 
-@pytest.mark.parametrize("packed", [False, True])
-def test_compiled_flex_gives_sdpas_losses_and_gradients(packed):
-    """fp32 on the GPU: the compiled flex kernel against SDPA with the boolean mask (test_attention.py
-    compares the forward on CPU, where flex has no backward)."""
+@pytest.mark.parametrize(("packed", "compiled"), [(False, False), (True, False), (False, True)])
+def test_compiled_flex_gives_sdpas_losses_and_gradients(packed, compiled):
+    """fp32 on the GPU: the compiled flex kernel (alone, or inside compiled blocks) against SDPA with
+    the boolean mask (test_attention.py compares the forward on CPU, where flex has no backward)."""
     insts = instances(16, 7)
     batch = pack(insts, 200, rows=6) if packed else collate(insts, 64)
     b = {k: v.cuda() for k, v in batch.items() if k in ("ids", "seg", "targets", "target_index", "pos", "doc")}
     grads = []
     for attention in ("sdpa", "flex"):
-        m = talk2face(attention)
+        m = talk2face(attention, compiled and attention == "flex")
         losses = m(b["ids"], b["seg"], targets=b["targets"], target_index=b["target_index"], pos=b.get("pos"),
                    doc=b.get("doc"))
         losses.mean().backward()

@@ -344,3 +344,23 @@ def test_the_local_engine_caches_the_reference_codes_and_ledger_without_ray(tmp_
     assert all(np.array_equal(got[i], want[i]) for i in want.index)
     with pytest.raises(ValueError, match="--ray-address joins a Ray cluster and --engine local runs without Ray"):
         tokenize(manifest, tmp_path / "x", Options(engine="local", ray_address="127.0.0.1:6379"))
+
+
+def test_cli_compile_takes_an_optional_mode_and_the_gpu_options_reach_tokenize(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+    from facecorpus.shards import tokenization
+    from facecorpus.shards.cli import tokenize as tokenize_cmd
+
+    seen = []
+    monkeypatch.setattr(tokenization, "tokenize", lambda _m, cache, opts, _p=None: seen.append(opts) or
+                        {"accounted": True})
+    manifest = make_manifest(tmp_path, 1, broken=False, captions=False)
+    cache_mod.open_cache(tmp_path / "c", NullVQGAN().identity, POLICY)  # the summary's ledger table reads it
+    base = [str(manifest), "--cache", str(tmp_path / "c")]
+    for extra in ([], ["--compile"], ["--compile", "reduce-overhead", "--inflight", "2", "--engine", "local"]):
+        r = CliRunner().invoke(tokenize_cmd, base + extra)
+        assert r.exit_code == 0, r.output
+    assert [(o.compile, o.inflight, o.engine) for o in seen] == [("", None, "ray"), ("default", None, "ray"),
+                                                                 ("reduce-overhead", 2, "local")]
+    r = CliRunner().invoke(tokenize_cmd, base + ["--compile", "fast"])
+    assert r.exit_code == 2 and "'fast' is not one of 'default', 'reduce-overhead', 'max-autotune'" in r.output

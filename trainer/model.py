@@ -87,7 +87,9 @@ def prefix_lm_block_mask(key_seg: torch.Tensor, doc: torch.Tensor | None = None)
         return (ok & (doc[b, q] == doc[b, kv])) | ((q == kv) & (key_seg[b, q] == 0))
 
     B, T = key_seg.shape
-    return create_block_mask(visible, B, None, T, T, device=key_seg.device, _compile=key_seg.is_cuda)
+    # Compiled on GPUs (a B x T x T pass in one kernel), unless the caller is itself being compiled.
+    fast = key_seg.is_cuda and not torch.compiler.is_compiling()
+    return create_block_mask(visible, B, None, T, T, device=key_seg.device, _compile=fast)
 
 
 @functools.cache
@@ -99,9 +101,12 @@ def _compiled_flex():
 
 def flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask) -> torch.Tensor:
     """FlexAttention: compiled into one fused kernel on GPUs (eager, it materializes every score);
-    eager on CPU, where it is the reference the tests compare with SDPA."""
+    eager on CPU, where it is the reference the tests compare with SDPA. Inside a compiled block
+    (train.compile) the block's compilation makes the kernel."""
     from torch.nn.attention.flex_attention import flex_attention
 
+    if torch.compiler.is_compiling():
+        return flex_attention(q, k, v, block_mask=block_mask)
     if q.is_cuda:
         return _compiled_flex()(q, k, v, block_mask=block_mask)
     with warnings.catch_warnings():
