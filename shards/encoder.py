@@ -5,8 +5,9 @@ in tokenization.py). Each call stages its pixels in a pinned host buffer of its 
 them to the device on that thread's CUDA stream, while the compute thread encodes an earlier batch.
 One thread, and only one, runs the model: the CUDA graphs of a compiled encoder belong to the thread
 that recorded them (pytorch#123177), and one GPU runs one batch at a time anyway. With a fixed
-`batch`, every call hands the model that shape (a short batch is padded with black images whose codes
-are dropped), so a compiled encoder compiles once and its CUDA graphs are replayed, never re-recorded.
+`batch` (tokenize sets one for a compiled encoder), every call hands the model that shape (a short
+batch is padded with black images whose codes are dropped), so a compiled encoder compiles once and
+its CUDA graphs are replayed, never re-recorded.
 
 A batch that fails is retried in halves down to single images, so one bad image costs one ledger row,
 not a batch, and the summary counts the images whose batch failed (`encode_retried`).

@@ -42,7 +42,7 @@ def batches(todo: pd.DataFrame, opts, size: int, load_model, rows_for) -> Iterat
     cpus = os.cpu_count() or 1
     lay = layout(opts, torch.cuda.is_available(), cpus)
     encoder = Encoder(opts.vqgan, opts.ckpt, opts.trust_checkpoint, lay["threads"], opts.compile, load_model,
-                      lay["batch"])
+                      lay["batch"] if opts.compile else None)   # a compiled encoder keeps one shape
     rows = rows_for(len(todo), lay["batch"], lay["readers"])
     blocks = ({k: todo[k].to_numpy()[i:i + rows] for k in COLUMNS} for i in range(0, len(todo), rows))
     read = functools.partial(read_batch, size=size, allow_outside=opts.allow_outside_links)

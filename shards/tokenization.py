@@ -95,13 +95,14 @@ def _dataset(todo: pd.DataFrame, opts: Options, size: int, load_model):
     ds = ds.map_batches(read_batch, batch_size=None, batch_format="numpy",
                         fn_kwargs={"size": size, "allow_outside": opts.allow_outside_links}, **read_args)
     # Several calls run at once in each actor (threads; Ray queues 4x as many batches per actor):
-    # the Encoder stages one batch while its compute thread encodes another, and pads every call to
-    # `batch` rows (one shape to compile).
+    # the Encoder stages one batch while its compute thread encodes another. A compiled encoder gets
+    # every call padded to `batch` rows (one shape: compiled once, CUDA graphs replayed).
     pool = ray.data.ActorPoolStrategy(size=actors, max_concurrent_calls_per_actor=inflight,
                                       enable_true_multi_threading=inflight > 1)
+    fixed = batch if opts.compile else None
     return ds.map_batches(
         Encoder, batch_size=batch, batch_format="numpy", compute=pool,
-        fn_constructor_args=(opts.vqgan, opts.ckpt, opts.trust_checkpoint, threads, opts.compile, load_model, batch),
+        fn_constructor_args=(opts.vqgan, opts.ckpt, opts.trust_checkpoint, threads, opts.compile, load_model, fixed),
         **enc_args)
 
 

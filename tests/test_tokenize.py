@@ -318,8 +318,8 @@ def test_out_of_memory_batches_go_through_in_halves_and_later_ones_start_small()
 
 @pytest.mark.slow  # a Ray pipeline run: 5-30 s
 def test_several_batches_in_flight_per_actor_write_the_cache_of_one_batch_at_a_time(ray_session, tmp_path):
-    """The encoder actor with three concurrent calls and a fixed, padded batch shape (the GPU layout's
-    defaults) caches exactly the codes of the one-process reference, and counts every image."""
+    """The encoder actor with three concurrent calls (the GPU layout's default) caches exactly the
+    codes of the one-process reference, and counts every image."""
     manifest = make_manifest(tmp_path, 20, seed=4)
     s = tokenize(manifest, tmp_path / "ray", Options(batch_size=8, inflight=3, part_rows=16))
     assert s["accounted"] and (s["encoded"], s["ledgered"], s["encode_retried"]) == (20, 4, 0)
