@@ -26,7 +26,8 @@ import datetime as _dt  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
 
-RESULTS = HERE / "RESULTS.md"
+# FACECORPUS_RESULTS: another file to append to (benchmarks/gpu.sh --cpu-smoke writes a scratch one).
+RESULTS = Path(os.environ.get("FACECORPUS_RESULTS") or HERE / "RESULTS.md")
 
 
 def machine() -> str:
@@ -51,3 +52,22 @@ def append(title: str, lines: list[str], record: bool = True) -> None:
     if record:
         with open(RESULTS, "a", encoding="utf-8") as fh:
             fh.write(text)
+
+
+def profile(path: str | None, title: str, run, sync=lambda: None) -> None:
+    """Append to `path` (if given) torch.profiler's operator table of `run()`: where the time went,
+    self time first (the device's when there is one)."""
+    if not path:
+        return
+    import torch
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    cuda = torch.cuda.is_available()
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
+    with torch_profile(activities=activities) as prof:
+        run()
+        sync()
+    table = prof.key_averages().table(sort_by="self_cuda_time_total" if cuda else "self_cpu_time_total", row_limit=25)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(f"## {title}\n\n{table}\n\n")

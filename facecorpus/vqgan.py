@@ -191,6 +191,11 @@ class VQGAN(torch.nn.Module):
         self.post_quant_conv = torch.nn.Conv2d(config["embed_dim"], dd["z_channels"], 1)
         self.identity: dict = {}
         self.fast = False  # encoder in bf16 on CUDA (set by load_vqgan)
+        # The layout the encoder runs in, whatever strides its input has (set by load_vqgan). NCHW by
+        # default: GroupNorm is slow in channels_last (load_vqgan), and pixels arriving as HWC (uint8
+        # batches through preprocess.to_model_input) are channels_last-strided, which every convolution
+        # would otherwise follow.
+        self.memory_format = torch.contiguous_format
 
     @property
     def device(self) -> torch.device:
@@ -213,11 +218,9 @@ class VQGAN(torch.nn.Module):
         """(B,3,R,R) float in [-1,1] -> (B,side,side) int64 codes (R, side: `code_grid`; 256 and 16 for f16)."""
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"encode expects (B,3,H,W) images in [-1,1], got shape {tuple(x.shape)}")
-        x = x.to(self.device, non_blocking=True)
-        if self.fast:
-            z = self.quant_conv(self.encoder(x.to(torch.bfloat16)))
-        else:
-            z = self.quant_conv(self.encoder(x))
+        dtype = torch.bfloat16 if self.fast else x.dtype
+        x = x.to(self.device, dtype, non_blocking=True, memory_format=self.memory_format)
+        z = self.quant_conv(self.encoder(x))
         # Nearest-code search in fp32 whatever the encoder ran in: bf16 distances would flip near-ties.
         return self.quantize(z.float().contiguous())[2][2]
 
@@ -242,12 +245,15 @@ def build(config: dict, seed: int = 0) -> VQGAN:
 
 
 def load_vqgan(preset_or_config: str | Path, ckpt: str | Path | None = None, device: str = "cpu",
-               *, trust_checkpoint: bool = False, random_seed: int | None = None, compile: bool = False) -> VQGAN:
+               *, trust_checkpoint: bool = False, random_seed: int | None = None, compile: bool | str = False,
+               channels_last: bool = False) -> VQGAN:
     """A ready, eval-mode VQGAN with `.encode`, `.decode` and `.identity`.
 
     Needs no network. `ckpt` overrides a preset's bundled weights; `random_seed` builds seeded random
     weights instead of reading a checkpoint (benchmarks of the ffhq-f16 architecture). On CUDA the
-    encoder runs in bf16; `compile` also compiles it (about 25 s, paid back after ~50k images)."""
+    encoder runs in bf16; `compile` also compiles it (True or a torch.compile mode: "default",
+    "reduce-overhead" for CUDA graphs, "max-autotune"; about 25 s or more, paid back after ~50k
+    images). `channels_last` runs the encoder in that layout instead of NCHW (benchmarks)."""
     config, path = resolve(preset_or_config, ckpt)
     model = build(config, seed=random_seed or 0)
     if random_seed is not None:
@@ -262,6 +268,9 @@ def load_vqgan(preset_or_config: str | Path, ckpt: str | Path | None = None, dev
     model.identity = {"name": config["name"], "config_sha256": config_sha256(config), "checkpoint_sha256": ckpt_id,
                       **model.code_grid.as_dict()}
     model = model.to(device)
+    if channels_last:
+        model.memory_format = torch.channels_last
+        model.encoder.to(memory_format=torch.channels_last)
     if model.device.type == "cuda":
         # Measured on an H100, ffhq-f16, batch 256 (benchmarks/RESULTS.md): bf16 autocast with
         # channels_last 504 images/s (GroupNorm is slow in channels_last), autocast NCHW 655, bf16
@@ -270,7 +279,7 @@ def load_vqgan(preset_or_config: str | Path, ckpt: str | Path | None = None, dev
         model.encoder.to(torch.bfloat16)
         model.quant_conv.to(torch.bfloat16)
         if compile:
-            model.encoder = torch.compile(model.encoder)
+            model.encoder = torch.compile(model.encoder, mode=None if compile is True else compile)
     return model
 
 

@@ -51,8 +51,16 @@ def table(title: str, items: dict) -> Table:
 @click.option("--allow-outside-links", is_flag=True,
               help="Read images whose path resolves (through a symlink) outside their dataset's raw folder; "
                    "by default they are refused and ledgered (stage `refused`). Either way they are counted.")
-@click.option("--compile", "compile_", is_flag=True,
-              help="GPUs: torch.compile the encoder (about 25 s per actor; doubles an H100's encode rate, worth it past ~50k images).")
+@click.option("--compile", "compile_", is_flag=False, flag_value="default", default=None,
+              type=click.Choice(["default", "reduce-overhead", "max-autotune"]),
+              help="GPUs: torch.compile the encoder, in this mode if given (reduce-overhead adds CUDA graphs; about "
+                   "25 s or more per actor; doubled an H100's encode rate, worth it past ~50k images).")
+@click.option("--inflight", type=click.IntRange(min=1),
+              help="Batches each encoder actor holds at once (default 3 with GPUs: one encoding while the next is "
+                   "copied to the GPU; 1 on CPU).")
+@click.option("--engine", type=click.Choice(["ray", "local"]), default="ray", show_default=True,
+              help="local: the same read and encode stages without Ray, on this machine alone (processes read, "
+                   "this process encodes); for a machine without Ray. --ray-address needs ray.")
 @click.option("--trust-checkpoint", is_flag=True,
               help="Allow a legacy Lightning checkpoint that pickles objects besides tensors (runs its pickled code).")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Images per encoder batch (default 256 per GPU, 32 on CPU).")
@@ -62,8 +70,8 @@ def table(title: str, items: dict) -> Table:
               help="Images per cache part written: the most a killed run loses.")
 @click.option("--raw-root", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Where the raw dataset folders are now (RAW_ROOT/celeba, ...), if they moved since `convert`.")
-def tokenize(manifest, vqgan, ckpt, cache, ray_address, allow_outside_links, compile_, trust_checkpoint, batch_size,
-             actors, cpus_per_actor, part_rows, raw_root):
+def tokenize(manifest, vqgan, ckpt, cache, ray_address, allow_outside_links, compile_, inflight, engine,
+             trust_checkpoint, batch_size, actors, cpus_per_actor, part_rows, raw_root):
     """Encode every unique image of MANIFEST once with a VQGAN into the token cache.
 
     Images already in --cache are skipped, so a killed run resumes where it stopped. Ray tasks read,
@@ -79,8 +87,9 @@ def tokenize(manifest, vqgan, ckpt, cache, ray_address, allow_outside_links, com
     from facecorpus.vqgan import VQGANError
 
     console = Console(stderr=True)
-    opts = Options(vqgan=str(vqgan), ckpt=str(ckpt) if ckpt else None, trust_checkpoint=trust_checkpoint, compile=compile_,
-                   ray_address=ray_address, batch_size=batch_size, actors=actors, cpus_per_actor=cpus_per_actor,
+    opts = Options(vqgan=str(vqgan), ckpt=str(ckpt) if ckpt else None, trust_checkpoint=trust_checkpoint, compile=compile_ or "",
+                   inflight=inflight, engine=engine, ray_address=ray_address, batch_size=batch_size, actors=actors,
+                   cpus_per_actor=cpus_per_actor,
                    part_rows=part_rows, allow_outside_links=allow_outside_links, raw_root=raw_root)
     try:
         with progress_bar(console) as progress:

@@ -10,11 +10,13 @@ as the encoder, so Ray fuses both into the actor (no image crosses processes); w
 resources differ, Ray keeps them apart and the CPUs decode while the GPUs encode. A read task takes
 `read_rows` images (a whole fraction of the encoder batch, several tasks per CPU so every core
 decodes), never imports torch (seconds of start-up per worker), and ships uint8 pixels, which the
-encoder converts to float on its own device. Ray itself comes from raysession.py.
+encoder converts to float on its own device. Ray itself comes from raysession.py; `engine="local"`
+runs the same stages without Ray on one machine (localengine.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from facecorpus.shards import cache as cache_mod
-from facecorpus.shards import ledger
+from facecorpus.shards import ledger, localengine
 from facecorpus.shards.encoder import Encoder
 from facecorpus.shards.raysession import ray_session
 from facecorpus.shards.reading import OK, REFUSED, read_batch
@@ -47,6 +49,9 @@ def plan(manifest: Path, raw_root: Path | None = None) -> pd.DataFrame:
                          "root": [real[d] for d in df["dataset"]], "bbox": boxes}).reset_index(drop=True)
 
 
+ENGINES = ("ray", "local")
+
+
 @dataclass
 class Options:
     vqgan: str = "tiny-f16"
@@ -57,9 +62,11 @@ class Options:
     part_rows: int = 4096             # rows per cache part: what a kill can lose at most
     actors: int | None = None         # default: one per GPU, else cluster CPUs // cpus_per_actor
     cpus_per_actor: int | None = None  # CPU only; default min(4, cluster CPUs)
-    compile: bool = False             # torch.compile the encoder on GPUs (~25 s once per actor)
+    compile: str = ""                 # GPUs: a torch.compile mode for the encoder ("" = eager; ~25 s or more per actor)
+    inflight: int | None = None       # batches each encoder actor holds at once; default 3 with GPUs, 1 on CPU
     allow_outside_links: bool = False  # read images whose path resolves outside their dataset's folder
     raw_root: Path | None = None      # where the raw dataset folders are now, if moved since `convert`
+    engine: str = "ray"               # "ray", or "local": the same stages in processes and threads of this machine
 
 
 def _dataset(todo: pd.DataFrame, opts: Options, size: int, load_model):
@@ -73,10 +80,13 @@ def _dataset(todo: pd.DataFrame, opts: Options, size: int, load_model):
     if gpus:
         actors, batch = opts.actors or gpus, opts.batch_size or 256
         read_args, enc_args, threads = {"num_cpus": 1}, {"num_cpus": 1, "num_gpus": 1}, 1
+        # One batch encoding, one staged (its copy to the GPU overlapping), one being assembled by Ray.
+        inflight = opts.inflight or 3
     else:
         threads = opts.cpus_per_actor or min(4, cpus)
         actors, batch = opts.actors or max(1, cpus // threads), opts.batch_size or 32
         read_args = enc_args = {"num_cpus": threads}  # equal resources -> Ray fuses read into the actor
+        inflight = opts.inflight or 1  # the CPU that decodes also encodes: nothing to overlap
     rows = read_rows(len(todo), batch, cpus)
     # Input blocks are built in the driver: from_arrow would start a remote task per block just to
     # read metadata, and from_pandas' splitting breaks on pandas 3.
@@ -84,9 +94,15 @@ def _dataset(todo: pd.DataFrame, opts: Options, size: int, load_model):
     # One read task per input block (batch_size=None: no bundling), `rows` images each.
     ds = ds.map_batches(read_batch, batch_size=None, batch_format="numpy",
                         fn_kwargs={"size": size, "allow_outside": opts.allow_outside_links}, **read_args)
+    # Several calls run at once in each actor (threads; Ray queues 4x as many batches per actor):
+    # the Encoder stages one batch while its compute thread encodes another. A compiled encoder gets
+    # every call padded to `batch` rows (one shape: compiled once, CUDA graphs replayed).
+    pool = ray.data.ActorPoolStrategy(size=actors, max_concurrent_calls_per_actor=inflight,
+                                      enable_true_multi_threading=inflight > 1)
+    fixed = batch if opts.compile else None
     return ds.map_batches(
-        Encoder, batch_size=batch, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors),
-        fn_constructor_args=(opts.vqgan, opts.ckpt, opts.trust_checkpoint, threads, opts.compile, load_model),
+        Encoder, batch_size=batch, batch_format="numpy", compute=pool,
+        fn_constructor_args=(opts.vqgan, opts.ckpt, opts.trust_checkpoint, threads, opts.compile, load_model, fixed),
         **enc_args)
 
 
@@ -141,6 +157,10 @@ def tokenize(manifest: Path, cache: Path, opts: Options, progress=None, load_mod
     stand-ins here. It must pickle: Ray ships it to the actors."""
     from facecorpus.vqgan import load_vqgan
 
+    if opts.engine not in ENGINES:
+        raise ValueError(f"engine {opts.engine!r}: choose one of {', '.join(ENGINES)}")
+    if opts.engine == "local" and opts.ray_address:
+        raise ValueError("--ray-address joins a Ray cluster and --engine local runs without Ray: choose one")
     load_model = load_model or load_vqgan
     model = load_model(opts.vqgan, opts.ckpt, trust_checkpoint=opts.trust_checkpoint)
     identity, size = model.identity, model.code_grid.resolution
@@ -152,14 +172,24 @@ def tokenize(manifest: Path, cache: Path, opts: Options, progress=None, load_mod
     sink = _Sink(cache, identity, opts.part_rows)
     t0 = time.perf_counter()
     if len(todo):
-        with ray_session(opts.ray_address):
+        with _encoded(todo, opts, size, load_model) as batches:
             task = progress.add_task("tokenize", total=len(todo)) if progress else None
-            for batch in _dataset(todo, opts, size, load_model).iter_batches(batch_size=None, batch_format="numpy"):
+            for batch in batches:
                 sink.add(batch)
                 if progress:
                     progress.advance(task, len(batch["image_id"]))
             sink.flush()
-    return summarize(cache, images, before, sink, time.perf_counter() - t0, identity)
+    return {**summarize(cache, images, before, sink, time.perf_counter() - t0, identity), "engine": opts.engine}
+
+
+@contextlib.contextmanager
+def _encoded(todo: pd.DataFrame, opts: Options, size: int, load_model):
+    """The encoder's output batches, from Ray (joined or embedded) or from the local engine."""
+    if opts.engine == "local":
+        yield localengine.batches(todo, opts, size, load_model, read_rows)
+        return
+    with ray_session(opts.ray_address):
+        yield _dataset(todo, opts, size, load_model).iter_batches(batch_size=None, batch_format="numpy")
 
 
 def summarize(cache: Path, images: pd.DataFrame, before: set, sink: _Sink, seconds: float, identity: dict) -> dict:

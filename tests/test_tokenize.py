@@ -25,7 +25,8 @@ from facecorpus import atomic
 from facecorpus.codes import FFHQ_F16
 from facecorpus.preprocess import POLICY, load_image, preprocess, to_model_input
 from facecorpus.vqgan import load_vqgan
-from tokenkit import NullVQGAN, ProbedVQGAN, image_digests, make_manifest, null_vqgan, write_manifest
+from tokenkit import (NullVQGAN, ProbedVQGAN, image_digests, make_manifest, null_vqgan, tokenize_in_process,
+                      write_manifest)
 
 N_IMAGES = 100  # + 4 broken files; 1 injected encoder failure = 1%
 SIZE = FFHQ_F16.resolution
@@ -313,3 +314,53 @@ def test_out_of_memory_batches_go_through_in_halves_and_later_ones_start_small()
     device.sizes.clear()
     out = enc(batch)  # the next batch is split up front: no failed call, nothing retried
     assert list(out["stage"]) == [OK] * n and out["retried"].sum() == 0 and device.sizes == [4, 4, 4, 4]
+
+
+@pytest.mark.slow  # a Ray pipeline run: 5-30 s
+def test_several_batches_in_flight_per_actor_write_the_cache_of_one_batch_at_a_time(ray_session, tmp_path):
+    """The encoder actor with three concurrent calls (the GPU layout's default) caches exactly the
+    codes of the one-process reference, and counts every image."""
+    manifest = make_manifest(tmp_path, 20, seed=4)
+    s = tokenize(manifest, tmp_path / "ray", Options(batch_size=8, inflight=3, part_rows=16))
+    assert s["accounted"] and (s["encoded"], s["ledgered"], s["encode_retried"]) == (20, 4, 0)
+    tokenize_in_process(manifest, tmp_path / "ref", batch_size=8)
+    got, want = (cache_mod.read_codes(tmp_path / c).to_pandas().set_index("image_id")["codes"] for c in ("ray", "ref"))
+    assert sorted(got.index) == sorted(want.index)
+    assert all(np.array_equal(got[i], want[i]) for i in want.index)
+
+
+@pytest.mark.slow  # spawns read processes: 5-15 s
+def test_the_local_engine_caches_the_reference_codes_and_ledger_without_ray(tmp_path):
+    """`--engine local` (a machine without Ray, such as a lent GPU): spawned read processes, the
+    encoder called from two threads at once; the cache holds the one-process reference's codes and
+    the broken files are ledgered by stage."""
+    manifest = make_manifest(tmp_path, 20, seed=5)
+    s = tokenize(manifest, tmp_path / "local", Options(batch_size=8, inflight=2, part_rows=16, engine="local"))
+    assert s["accounted"] and s["engine"] == "local"
+    assert (s["encoded"], s["ledgered_read"], s["ledgered_decode"]) == (20, 2, 2)
+    tokenize_in_process(manifest, tmp_path / "ref", batch_size=8)
+    got, want = (cache_mod.read_codes(tmp_path / c).to_pandas().set_index("image_id")["codes"] for c in ("local", "ref"))
+    assert sorted(got.index) == sorted(want.index)
+    assert all(np.array_equal(got[i], want[i]) for i in want.index)
+    with pytest.raises(ValueError, match="--ray-address joins a Ray cluster and --engine local runs without Ray"):
+        tokenize(manifest, tmp_path / "x", Options(engine="local", ray_address="127.0.0.1:6379"))
+
+
+def test_cli_compile_takes_an_optional_mode_and_the_gpu_options_reach_tokenize(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+    from facecorpus.shards import tokenization
+    from facecorpus.shards.cli import tokenize as tokenize_cmd
+
+    seen = []
+    monkeypatch.setattr(tokenization, "tokenize", lambda _m, cache, opts, _p=None: seen.append(opts) or
+                        {"accounted": True})
+    manifest = make_manifest(tmp_path, 1, broken=False, captions=False)
+    cache_mod.open_cache(tmp_path / "c", NullVQGAN().identity, POLICY)  # the summary's ledger table reads it
+    base = [str(manifest), "--cache", str(tmp_path / "c")]
+    for extra in ([], ["--compile"], ["--compile", "reduce-overhead", "--inflight", "2", "--engine", "local"]):
+        r = CliRunner().invoke(tokenize_cmd, base + extra)
+        assert r.exit_code == 0, r.output
+    assert [(o.compile, o.inflight, o.engine) for o in seen] == [("", None, "ray"), ("default", None, "ray"),
+                                                                 ("reduce-overhead", 2, "local")]
+    r = CliRunner().invoke(tokenize_cmd, base + ["--compile", "fast"])
+    assert r.exit_code == 2 and "'fast' is not one of 'default', 'reduce-overhead', 'max-autotune'" in r.output

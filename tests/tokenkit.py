@@ -232,8 +232,12 @@ def tokenize_in_process(manifest: Path, cache: Path, vqgan: str = "tiny-f16", ba
 
 def _ship_by_value() -> None:
     """Ray pickles classes by reference unless told otherwise; its workers could not import this
-    module (it is on the tests' sys.path only), so they receive its code instead."""
-    from ray import cloudpickle
+    module (it is on the tests' sys.path only), so they receive its code instead. Without Ray (a lent
+    GPU machine, `--engine local`) nothing ships them anywhere."""
+    try:
+        from ray import cloudpickle
+    except ImportError:
+        return
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
 

@@ -103,12 +103,13 @@ class ModelConfig:
     dropout: float = 0.1                # embeddings, attention probabilities, residual branches
     layernorm: str = "torch"            # "torch" or "released" (unbiased std, eps outside the sqrt)
     ln_eps: float = 1e-6                # the release's epsilon; used by both variants
+    attention: str = "sdpa"             # "sdpa" (boolean mask) or "flex" (block mask, skips masked blocks; no dropout on attention probabilities)
 
     RULES: ClassVar[dict] = {"vocab_size": Rule(low=vocab.TEXT_VOCAB_SIZE, open_low=True, zero="from the code grid"),
                              "n_positions": POSITIVE, "n_segments": Rule(low=3), "n_layer": POSITIVE,
                              "n_head": POSITIVE, "d_model": POSITIVE, "d_ff": POSITIVE, "dropout": FRACTION,
                              "ln_eps": Rule(low=0, open_low=True)}
-    CHOICES: ClassVar[dict] = {"layernorm": ("torch", "released")}
+    CHOICES: ClassVar[dict] = {"layernorm": ("torch", "released"), "attention": ("sdpa", "flex")}
 
     def __post_init__(self):
         check_model(self)

@@ -9,10 +9,21 @@ released TencentPretrain state dict maps onto them one to one:
     ln_f, lm_head (no bias)
 
 Both LayerNorm variants store `weight` and `bias`, so a state dict loads into either.
+
+Attention over a whole sequence (training, held-out loss, cache-less generation) runs through SDPA
+with the boolean prefix-LM mask, or, with `model.attention=flex`, through FlexAttention with the same
+pattern as a block mask, which lets the kernel skip the blocks no query may see (padding, the future
+of a target) instead of reading a mask; FlexAttention has no dropout on the attention probabilities,
+so that model has none there. torch 2.13 has no FlexAttention backward on CPU: a CPU forward that
+needs gradients runs the same mask through SDPA (the tests show both give the same logits). Rows may
+pack several sequences (trainer/packing.py): a document id per position then keeps each sequence to
+itself. Decoding with a KV cache always uses SDPA.
 """
 
 from __future__ import annotations
 
+import functools
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -43,16 +54,64 @@ def layer_norm(cfg: ModelConfig) -> nn.Module:
     return nn.LayerNorm(cfg.d_model, eps=cfg.ln_eps)
 
 
-def prefix_lm_mask(key_seg: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
+def prefix_lm_mask(key_seg: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor,
+                   doc: torch.Tensor | None = None) -> torch.Tensor:
     """Boolean [B, 1, Tq, Tk] mask, True = may attend.
 
     Key j is visible to query i iff seg[j] == 1, or seg[j] == 2 and j <= i; padding (0) never is.
-    Positions are absolute, so the same rule serves a full sequence and a cached decode step.
+    Positions are absolute, so the same rule serves a full sequence and a cached decode step. With
+    `doc` ([B, T], packed rows, no cache) key j must also lie in query i's document, and a padding
+    query sees itself alone (a row with nothing visible would make SDPA's softmax NaN).
     """
     causal = k_pos[None, :] <= q_pos[:, None]                       # [Tq, Tk]
     prefix = (key_seg == 1)[:, None, :]                             # [B, 1, Tk]
     target = (key_seg == 2)[:, None, :] & causal[None]              # [B, Tq, Tk]
-    return (prefix | target)[:, None]
+    mask = prefix | target
+    if doc is not None:
+        pad_self = (key_seg == 0)[:, :, None] & torch.eye(len(q_pos), dtype=torch.bool, device=doc.device)
+        mask = (mask & (doc[:, :, None] == doc[:, None, :])) | pad_self
+    return mask[:, None]
+
+
+def prefix_lm_block_mask(key_seg: torch.Tensor, doc: torch.Tensor | None = None):
+    """`prefix_lm_mask` of a whole sequence (no cache) as a FlexAttention BlockMask: the same
+    pattern, position by position (tests compare them exactly), from which the kernel learns which
+    128x128 blocks are empty and skips them."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    def visible(b, h, q, kv):
+        key = key_seg[b, kv]
+        ok = (key == 1) | ((key == 2) & (kv <= q))
+        if doc is None:
+            return ok
+        return (ok & (doc[b, q] == doc[b, kv])) | ((q == kv) & (key_seg[b, q] == 0))
+
+    B, T = key_seg.shape
+    # Compiled on GPUs (a B x T x T pass in one kernel), unless the caller is itself being compiled.
+    fast = key_seg.is_cuda and not torch.compiler.is_compiling()
+    return create_block_mask(visible, B, None, T, T, device=key_seg.device, _compile=fast)
+
+
+@functools.cache
+def _compiled_flex():
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask) -> torch.Tensor:
+    """FlexAttention: compiled into one fused kernel on GPUs (eager, it materializes every score);
+    eager on CPU, where it is the reference the tests compare with SDPA. Inside a compiled block
+    (train.compile) the block's compilation makes the kernel."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    if torch.compiler.is_compiling():
+        return flex_attention(q, k, v, block_mask=block_mask)
+    if q.is_cuda:
+        return _compiled_flex()(q, k, v, block_mask=block_mask)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
+        return flex_attention(q, k, v, block_mask=block_mask)
 
 
 @dataclass
@@ -78,7 +137,8 @@ class KVCache:
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.n_head, self.dropout = cfg.n_head, cfg.dropout
+        # No attention-probability dropout with `flex` (its kernel has none), whichever kernel runs.
+        self.n_head, self.dropout = cfg.n_head, cfg.dropout if cfg.attention == "sdpa" else 0.0
         self.q = nn.Linear(cfg.d_model, cfg.d_model)
         self.k = nn.Linear(cfg.d_model, cfg.d_model)
         self.v = nn.Linear(cfg.d_model, cfg.d_model)
@@ -98,8 +158,11 @@ class Attention(nn.Module):
             cache.k[layer, :, :, cache.length:end] = k
             cache.v[layer, :, :, cache.length:end] = v
             k, v = cache.k[layer, :, :, :end], cache.v[layer, :, :, :end]
-        # A boolean mask keeps the memory-efficient kernel available (no fp32 B x T x T additive tensor).
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        if isinstance(mask, torch.Tensor):
+            # A boolean mask keeps the memory-efficient kernel available (no fp32 B x T x T additive tensor).
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        else:  # a BlockMask: FlexAttention has no dropout on the attention probabilities
+            y = flex(q, k, v, mask)
         return self.o(y.transpose(1, 2).reshape(B, T, D))
 
 
@@ -173,9 +236,13 @@ class Talk2Face(nn.Module):
         return KVCache(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype),
                        torch.zeros(batch, max_len, dtype=torch.long, device=device))
 
-    def hidden(self, ids: torch.Tensor, seg: torch.Tensor, cache: KVCache | None = None, pos: torch.Tensor | None = None):
-        """Final-LayerNorm states [B, T, D]; `pos` overrides positions (default: continue from the cache)."""
+    def hidden(self, ids: torch.Tensor, seg: torch.Tensor, cache: KVCache | None = None, pos: torch.Tensor | None = None,
+               doc: torch.Tensor | None = None):
+        """Final-LayerNorm states [B, T, D]; `pos` overrides positions (default: continue from the cache);
+        `doc` ([B, T]) marks the sequences of packed rows (trainer/packing.py; no cache)."""
         B, T = ids.shape
+        if doc is not None and cache is not None:
+            raise ValueError("packed rows (doc) are for whole sequences; a KV cache holds one sequence per row")
         start = cache.length if cache is not None else 0
         if start + T > self.cfg.n_positions:
             raise ValueError(f"sequence of {start + T} ids exceeds model.n_positions={self.cfg.n_positions}")
@@ -187,7 +254,10 @@ class Talk2Face(nn.Module):
             key_seg = cache.seg[:, :start + T]
         else:
             key_seg = seg
-        mask = prefix_lm_mask(key_seg, q_pos, torch.arange(start + T, device=ids.device))
+        if self.cfg.attention == "flex" and cache is None and (ids.is_cuda or not torch.is_grad_enabled()):
+            mask = prefix_lm_block_mask(seg, doc)
+        else:
+            mask = prefix_lm_mask(key_seg, q_pos, torch.arange(start + T, device=ids.device), doc)
         x = self.embed(ids, seg, q_pos[None].expand(B, T) if pos is None else pos)
         for i, block in enumerate(self.blocks):
             x = block(x, mask, cache, i)
@@ -213,15 +283,16 @@ class Talk2Face(nn.Module):
 
     def forward(self, ids: torch.Tensor, seg: torch.Tensor, cache: KVCache | None = None,
                 targets: torch.Tensor | None = None, pos: torch.Tensor | None = None,
-                target_index: torch.Tensor | None = None):
+                target_index: torch.Tensor | None = None, doc: torch.Tensor | None = None):
         """Logits [B, T, V]; with `targets` ([B, T], -1 = no loss) instead the per-position cross-entropy
         (fp32, flat, in row-major order of the positions that have a target).
 
         The head runs only where a target exists: the vocabulary projection is a sixth of the model's
         FLOPs, and most positions of a to-caption sequence carry no loss. `target_index` (the flat
         positions of the targets, from the data loader) avoids the host sync of finding them here.
+        Packed rows (trainer/packing.py) pass their positions as `pos` and their documents as `doc`.
         """
-        h = self.hidden(ids, seg, cache, pos)
+        h = self.hidden(ids, seg, cache, pos, doc)
         if targets is None:
             return self.lm_head(h)
         if target_index is None:
