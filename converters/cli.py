@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from facecorpus import storage
 from facecorpus.converters import img2dataset, pipeline, registry, webboxes
 from facecorpus.records import DATASETS
 from facecorpus.summary import RunSummary
@@ -35,7 +36,10 @@ def parse_paths(paths: tuple[str, ...], convert_all: bool) -> tuple[str | None, 
     choices = DATASETS + registry.WEB_CONVERTERS
     if dataset is not None and dataset not in choices:
         raise click.BadParameter(f"{dataset!r} is not one of: {', '.join(choices)}", param_hint="DATASET")
-    raw_dir = Path(paths[-1])
+    try:
+        raw_dir = storage.fetched(paths[-1])   # a remote raw folder is copied to the scratch mirror
+    except storage.StorageError as exc:
+        raise click.BadParameter(str(exc), param_hint="RAW_DIR") from None
     if not raw_dir.is_dir():
         raise click.BadParameter(f"{raw_dir} is not a folder", param_hint="RAW_DIR")
     return dataset, raw_dir
@@ -95,8 +99,9 @@ def print_notes(console: Console, summary: RunSummary, names: list[str]) -> None
 @click.argument("paths", nargs=-1, required=True, metavar="[DATASET] RAW_DIR")
 @click.option("--all", "convert_all", is_flag=True,
               help="RAW_DIR is a root holding one folder per dataset (celeba/, fairface/, ...); convert every one found.")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Manifest folder: <dataset>.parquet files, summary.json, ledger.jsonl.")
+@click.option("--out", required=True, metavar="MANIFEST",
+              help="Manifest folder: <dataset>.parquet files, summary.json, ledger.jsonl; a path or a URI "
+                   "(s3://bucket/manifest, gs://..., file://...), published with summary.json last.")
 @click.option("--on-error", type=click.Choice(["raise", "skip"]), default="raise", show_default=True,
               help="A malformed row stops the run naming file and line (raise), or is counted and written to ledger.jsonl (skip).")
 @click.option("--set", "sets", multiple=True, metavar="DATASET.KEY=VALUE",
@@ -172,10 +177,11 @@ def convert(paths, convert_all, out, on_error, sets, celeba_partition, celebahq_
     else:
         sources = {dataset: raw_dir}
     try:
-        summary = pipeline.convert(
-            sources, out, on_error=on_error, overrides=overrides, raw_root=raw_dir if convert_all else None,
-            celeba_partition=celeba_partition, hq_mapping=celebahq_mapping, seed=seed, not_converted=not_converted,
-            allow_empty=allow_empty, console=console, jobs=jobs, converters=converters)
+        with storage.staged(out, last=("summary.json",)) as out_dir:
+            summary = pipeline.convert(
+                sources, out_dir, on_error=on_error, overrides=overrides, raw_root=raw_dir if convert_all else None,
+                celeba_partition=celeba_partition, hq_mapping=celebahq_mapping, seed=seed, not_converted=not_converted,
+                allow_empty=allow_empty, console=console, jobs=jobs, converters=converters)
     except (pipeline.ConvertError, ValueError, FileNotFoundError) as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}")
         sys.exit(1)

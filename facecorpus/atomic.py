@@ -4,14 +4,24 @@ A reader must never see half a file: a kill at any moment leaves either the old 
 the whole new one. Every writer goes through here: write under a temporary name beside the target,
 flush and fsync it, rename it over the target (atomic on POSIX), then fsync the parent folder so the
 rename itself survives a power cut. Temporary names end in `.tmp`, so a rerun can sweep leftovers.
+
+An object store has no rename, but a single PUT is atomic per object: readers see the whole object
+or none. So a folder is published there object by object, each written whole from a local file that
+was itself published here first, with the folder's commit object (`index.json`, `summary.json`, a
+checkpoint's `checksums.json`) written after every object it vouches for, and objects the new
+content no longer holds deleted only after it (`publish_tree`; facecorpus/storage.py stages them).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import fnmatch
 import os
 import shutil
 from pathlib import Path
+
+import pyarrow.fs as pafs
 
 TMP_SUFFIX = ".tmp"
 
@@ -88,3 +98,57 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()
+
+
+# ---------------------------------------------------------------- object stores
+
+Snapshot = dict[str, tuple[int, int]]   # file path relative to the folder -> (size, mtime_ns)
+
+
+@dataclasses.dataclass
+class Published:
+    """A local folder's remote twin: filesystem, root path in it, and the local files as last published."""
+    fs: pafs.FileSystem
+    root: str
+    snapshot: Snapshot
+    first: tuple[str, ...] = ()  # globs of objects the others depend on, written before them
+    last: tuple[str, ...] = ()   # globs of the commit objects, written after every other object
+    staged: bool = False         # written through (not only read)
+
+
+def download_tree(fs: pafs.FileSystem, root: str, folder: Path) -> Snapshot:
+    """Copy the remote folder `root` into the local `folder` (created); the snapshot of what arrived."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pafs.copy_files(root, str(folder), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+    return snapshot(folder)
+
+
+def snapshot(folder: Path) -> Snapshot:
+    """Every finished file below `folder` (temporary `*.tmp` names left out) with its size and mtime."""
+    out: Snapshot = {}
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.endswith(TMP_SUFFIX)]
+        for name in files:
+            if not name.endswith(TMP_SUFFIX):
+                st = os.stat(os.path.join(root, name))
+                out[Path(root, name).relative_to(folder).as_posix()] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def publish_tree(folder: Path, to: Published) -> int:
+    """Write what changed in `folder` since its last snapshot to `to`, each object whole (one PUT or a
+    multipart upload that appears only when complete), those matching `to.first` before and `to.last`
+    after all others, then
+    delete the objects whose files are gone; returns the objects written. A reader that trusts only
+    what the commit object lists never sees a half-published folder."""
+    now = snapshot(folder)
+    changed = sorted(rel for rel, sig in now.items() if to.snapshot.get(rel) != sig)
+    matches = lambda rel, globs: any(fnmatch.fnmatch(rel, glob) for glob in globs)  # noqa: E731
+    changed.sort(key=lambda rel: 0 if matches(rel, to.first) else 2 if matches(rel, to.last) else 1)
+    local = pafs.LocalFileSystem()
+    for rel in changed:
+        pafs.copy_files(str(folder / rel), f"{to.root}/{rel}", source_filesystem=local, destination_filesystem=to.fs)
+    for rel in sorted(set(to.snapshot) - set(now)):
+        to.fs.delete_file(f"{to.root}/{rel}")
+    to.snapshot = now
+    return len(changed)

@@ -7,6 +7,7 @@ Each command lives beside the code it drives and is imported only when it runs, 
 from __future__ import annotations
 
 import importlib
+import sys
 
 import click
 
@@ -54,7 +55,18 @@ def main():
       convert -> report -> tokenize -> shard -> verify -> train -> generate / evaluate
     `facecorpus demo OUT` runs all of it on generated sample data. `facecorpus COMMAND --help`
     explains each command.
+
+    Folders may be object-store URIs (s3://bucket/path, gs://..., file://...), with credentials and
+    endpoint from the standard environment (AWS_ENDPOINT_URL, ...; docs/design.md, "Object storage").
     """
+    click.get_current_context().call_on_close(_forget_staging)
+
+
+def _forget_staging() -> None:
+    # Each command stages remote folders afresh: a long-lived caller (tests, a notebook) never reads
+    # the mirror of an earlier command after the remote changed. storage is imported only if used.
+    if "facecorpus.storage" in sys.modules:
+        sys.modules["facecorpus.storage"].forget()
 
 
 if __name__ == "__main__":  # `python -m facecorpus.cli ...`, e.g. under `torchrun -m`

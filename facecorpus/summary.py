@@ -30,6 +30,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
+from facecorpus import storage
 from facecorpus.atomic import atomic_write
 from facecorpus.excerpt import quote
 
@@ -121,10 +122,13 @@ def raw_dir(manifest: Path, dataset: str, raw_root: Path | None = None) -> Path:
     entry = _object(path, _load(path), "datasets").get(dataset)
     if not isinstance(entry, dict) or not isinstance(entry.get("raw_dir"), str):
         raise SummaryError(f"{path}: no raw_dir for dataset {dataset!r} (was it converted into this manifest?)")
-    recorded = Path(entry["raw_dir"])
     if raw_root is not None:
-        return Path(raw_root) / PurePosixPath(entry["raw_dir"]).name
-    return recorded if recorded.is_absolute() else Path(manifest) / recorded
+        return storage.fetched(raw_root) / PurePosixPath(entry["raw_dir"]).name
+    if storage.is_remote(entry["raw_dir"]):
+        return storage.fetched(entry["raw_dir"])
+    recorded = Path(entry["raw_dir"])
+    # A manifest staged from object storage: its relative raw folder is fetched into the same mirror.
+    return recorded if recorded.is_absolute() else storage.fetched_mirror(Path(manifest) / recorded)
 
 
 def nest(counts: dict[tuple[str, str], int]) -> dict[str, dict[str, int]]:
@@ -136,7 +140,12 @@ def nest(counts: dict[tuple[str, str], int]) -> dict[str, dict[str, int]]:
 
 
 def relative_raw_dir(raw: Path, manifest: Path) -> str:
-    """How `write` records a raw folder: relative to the manifest folder, in POSIX form."""
+    """How `write` records a raw folder: relative to the manifest folder, in POSIX form, when both are
+    local or both in one bucket; otherwise the raw folder's URI (or absolute path)."""
+    raw_uri, manifest_uri = storage.uri_of(Path(raw)), storage.uri_of(Path(manifest))
+    if raw_uri or manifest_uri:
+        if not (raw_uri and manifest_uri and storage.same_bucket(raw_uri, manifest_uri)):
+            return raw_uri or Path(raw).resolve().as_posix()
     return Path(os.path.relpath(Path(raw).resolve(), Path(manifest).resolve())).as_posix()
 
 

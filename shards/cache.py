@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from facecorpus import atomic
+from facecorpus import atomic, storage
 from facecorpus.codes import CODE_DTYPE, FFHQ_F16, CodeGrid
 from facecorpus.excerpt import shorten
 from facecorpus.preprocess import policy_problem
@@ -93,6 +93,7 @@ def write_part(folder: Path, table: pa.Table) -> Path:
     path = Path(folder) / part_name()
     with atomic.publishing(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
+    storage.publish(path)   # a cache in object storage gets each part at once: a killed run keeps it
     return path
 
 

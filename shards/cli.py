@@ -17,7 +17,11 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from facecorpus import storage
+
 FOLDER = click.Path(file_okay=False, path_type=Path)
+# A folder that may be a URI (s3://bucket/path, gs://..., file://...): checked when staged (facecorpus.storage).
+LOCATION = "PATH|URI"
 
 
 def progress_bar(console: Console) -> Progress:
@@ -36,13 +40,14 @@ def table(title: str, items: dict) -> Table:
 
 
 @click.command()
-@click.argument("manifest", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("manifest", metavar="MANIFEST")
 @click.option("--vqgan", "vqgan", default="tiny-f16", show_default=True,
               help="Preset (tiny-f16: bundled small VQGAN; ffhq-f16: Talk2Face's, needs --ckpt) or a "
                    "taming config file (.yaml/.json; VQModel or Net2NetTransformer).")
 @click.option("--ckpt", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="VQGAN weights: a VQModel checkpoint or the Net2NetTransformer one (VQGAN under first_stage_model.).")
-@click.option("--cache", type=FOLDER, required=True, help="Token cache folder; grows run by run, a rerun resumes.")
+@click.option("--cache", metavar=LOCATION, required=True,
+              help="Token cache folder (a path or URI); grows run by run, a rerun resumes.")
 @click.option("--ray-address", envvar="RAY_ADDRESS", show_envvar=True,
               help="Join the running Ray cluster at HOST:PORT (the head's GCS port, 6379 for `ray start --head`); "
                    "default: Ray inside this process, ended with it. A cluster with token authentication "
@@ -68,7 +73,7 @@ def table(title: str, items: dict) -> Table:
 @click.option("--cpus-per-actor", type=click.IntRange(min=1), help="CPU only: threads per encoder actor (default min(4, CPUs)).")
 @click.option("--part-rows", type=click.IntRange(min=1), default=4096, show_default=True,
               help="Images per cache part written: the most a killed run loses.")
-@click.option("--raw-root", type=click.Path(exists=True, file_okay=False, path_type=Path),
+@click.option("--raw-root", metavar=LOCATION,
               help="Where the raw dataset folders are now (RAW_ROOT/celeba, ...), if they moved since `convert`.")
 def tokenize(manifest, vqgan, ckpt, cache, ray_address, allow_outside_links, compile_, inflight, engine,
              trust_checkpoint, batch_size, actors, cpus_per_actor, part_rows, raw_root):
@@ -80,7 +85,11 @@ def tokenize(manifest, vqgan, ckpt, cache, ray_address, allow_outside_links, com
     actor when there are GPUs, the encoder's weights in bf16 and the code search in float32; float32
     throughout on CPU). Images that fail (missing, not a regular file, outside their dataset folder,
     empty, corrupt, no faithful picture, encoder error) go to CACHE/ledger with the stage and reason;
-    the run goes on and the counts add up."""
+    the run goes on and the counts add up.
+
+    MANIFEST, --cache and --raw-root may be URIs (s3://, gs://, file://): remote folders are copied to
+    a scratch folder (FACECORPUS_SCRATCH, default the system's temp folder) and the cache's new
+    parts are published back as they are written (docs/design.md, "Object storage")."""
     from facecorpus.shards.tokenization import Options
     from facecorpus.shards.tokenization import tokenize as run
 
@@ -90,14 +99,16 @@ def tokenize(manifest, vqgan, ckpt, cache, ray_address, allow_outside_links, com
     opts = Options(vqgan=str(vqgan), ckpt=str(ckpt) if ckpt else None, trust_checkpoint=trust_checkpoint, compile=compile_ or "",
                    inflight=inflight, engine=engine, ray_address=ray_address, batch_size=batch_size, actors=actors,
                    cpus_per_actor=cpus_per_actor,
-                   part_rows=part_rows, allow_outside_links=allow_outside_links, raw_root=raw_root)
+                   part_rows=part_rows, allow_outside_links=allow_outside_links)
     try:
-        with progress_bar(console) as progress:
-            summary = run(manifest, cache, opts, progress)
+        with storage.staged(cache, first=("identity.json",)) as cache_dir:
+            opts.raw_root = storage.fetched(raw_root) if raw_root else None
+            with progress_bar(console) as progress:
+                summary = run(storage.fetched(manifest), cache_dir, opts, progress)
     except (VQGANError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     console.print(table(f"tokenize -> {cache}", summary))
-    _print_ledger(console, cache)
+    _print_ledger(console, cache_dir)
     if not summary["accounted"]:
         raise click.ClickException("unique images != cached + ledgered: the run was incomplete")
 
@@ -118,10 +129,11 @@ def _print_ledger(console: Console, cache: Path, limit: int = 10) -> None:
 
 
 @click.command()
-@click.argument("manifest", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--cache", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
-              help="Token cache written by `facecorpus tokenize` for this manifest.")
-@click.option("--out", type=FOLDER, required=True, help="Shard folder: <split>/<kind>-NNNNNN.tar + index.json.")
+@click.argument("manifest", metavar="MANIFEST")
+@click.option("--cache", metavar=LOCATION, required=True,
+              help="Token cache written by `facecorpus tokenize` for this manifest (a path or URI).")
+@click.option("--out", metavar=LOCATION, required=True,
+              help="Shard folder: <split>/<kind>-NNNNNN.tar + index.json (a path or URI; index.json published last).")
 @click.option("--samples-per-shard", type=int, default=1000, show_default=True, help="Samples per tar (the last may hold fewer).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the global shuffle (recorded in index.json).")
 def shard(manifest, cache, out, samples_per_shard, seed):
@@ -133,25 +145,25 @@ def shard(manifest, cache, out, samples_per_shard, seed):
 
     console = Console(stderr=True)
     try:
-        with progress_bar(console) as progress:
-            counts = run(manifest, cache, out, samples_per_shard, seed, progress)
+        with storage.staged(out, last=("index.json",)) as out_dir, progress_bar(console) as progress:
+            counts = run(storage.fetched(manifest), storage.fetched(cache), out_dir, samples_per_shard, seed, progress)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     console.print(table(f"shard -> {out}", counts))
 
 
 @click.command()
-@click.argument("shards", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("shards", metavar="SHARDS")
 def verify(shards):
     """Re-read every shard listed in SHARDS/index.json: paths inside SHARDS, bytes, sha256, sample
     counts, unique keys, and that every sample holds exactly its npy, json and txt and they decode.
-    Exits 1 and lists the problems if any."""
+    Exits 1 and lists the problems if any. SHARDS may be a URI (s3://, gs://, file://)."""
     from facecorpus.shards.verify import verify as run
 
     console = Console(stderr=True)
     try:
         with progress_bar(console) as progress:
-            report = run(shards, progress)
+            report = run(storage.fetched(shards), progress)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     console.print(table(f"verify {shards}", {k: v for k, v in report.items() if k != "problems"} |

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from facecorpus import atomic
+from facecorpus import atomic, storage
 from facecorpus.codes import FFHQ_F16
 
 from .config import ConfigError, RunConfig, apply_overrides
@@ -184,6 +184,7 @@ def save(run: Path, step: int, model: torch.nn.Module, optimizer, scheduler, sca
         # when training reaches its step, never counted in place of an intact older one.
         for old in [p for p in step_dirs(run) if p.name < final.name][:-(keep - 1) or None]:
             shutil.rmtree(old)
+    storage.publish(final)   # a run in object storage: the step's objects, checksums.json last
     _barrier()
     return final
 

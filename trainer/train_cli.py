@@ -10,20 +10,23 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from facecorpus import storage
+
 from .checkpoint import CheckpointError, resolve_config
 from .config import PRESETS, ConfigError, describe
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
                                  "help_option_names": ["-h", "--help"]})
-@click.option("--shards", required=True, type=click.Path(exists=True, file_okay=False), help="Shard folder with index.json.")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Run folder: step-XXXXXXXX/ checkpoints and train.jsonl. Resumes when it holds a checkpoint.")
+@click.option("--shards", required=True, metavar="PATH|URI", help="Shard folder with index.json (a path or URI).")
+@click.option("--out", required=True, metavar="PATH|URI",
+              help="Run folder: step-XXXXXXXX/ checkpoints and train.jsonl. Resumes when it holds a checkpoint. "
+                   "A URI (s3://, gs://) gets each checkpoint as it is written, its checksums.json last.")
 @click.option("--preset", type=click.Choice(list(PRESETS)), default=None,
               help="Model family and shape: talk2face-base, tiny (Talk2Face's prefix-LM), gptface-base, gptface-tiny "
                    "(GPTFace's encoder, MILM + ITM, with the paper's recipe). Default tiny; a resumed run keeps its own.")
 @click.pass_context
-def train(ctx: click.Context, shards: str, out: Path, preset: str | None):
+def train(ctx: click.Context, shards: str, out: str, preset: str | None):
     """Train a model on SHARDS into OUT, alone or under
     `torchrun --nproc_per_node N --no-python facecorpus train ...` (NCCL on GPUs, gloo on CPU):
     Talk2Face's prefix-LM on its four balanced tasks, or GPTFace's bidirectional encoder on masked
@@ -35,8 +38,20 @@ def train(ctx: click.Context, shards: str, out: Path, preset: str | None):
     --masking.image_every=5000 for GPTFace. The global batch (train.batch_size) must be a multiple of
     processes x data.micro_batch; the rest is gradient accumulation.
     """
+    if (storage.is_remote(shards) or storage.is_remote(out)) and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Each process would stage its own copy; the checkpoint's per-rank files must meet in one folder.
+        raise click.UsageError("--shards/--out in object storage run in one process; under torchrun use local "
+                               "or shared folders")
     try:
-        cfg, resuming = resolve_config(out, shards, preset, list(ctx.args))
+        with storage.staged(out, last=("*/checksums.json",)) as run_dir:
+            _train(ctx, storage.fetched(shards), run_dir, out, preset)
+    except storage.StorageError as e:
+        raise click.UsageError(str(e)) from None
+
+
+def _train(ctx: click.Context, shards: Path, out: Path, shown: str, preset: str | None) -> None:
+    try:
+        cfg, resuming = resolve_config(out, str(shards), preset, list(ctx.args))
     except (ConfigError, CheckpointError) as e:
         raise click.UsageError(str(e)) from None
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")   # DataLoader workers fork after tokenizing
@@ -51,7 +66,7 @@ def train(ctx: click.Context, shards: str, out: Path, preset: str | None):
     except (ConfigError, CheckpointError, FormatError) as e:   # found once the shards are read: format, grid, identity
         raise click.ClickException(str(e)) from None
     if rank == 0:
-        table = Table(title=f"train -> {out}" + (" (resumed)" if resuming else ""))
+        table = Table(title=f"train -> {shown}" + (" (resumed)" if resuming else ""))
         table.add_column("item")
         table.add_column("value")
         for k, v in result.items():

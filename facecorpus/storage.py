@@ -1,0 +1,167 @@
+"""Where a command reads and writes: a local folder, or an object-store URI (`s3://`, `gs://`, `file://`).
+
+One abstraction, pyarrow's filesystems (`pyarrow.fs`): pyarrow is already what reads and writes every
+Parquet file here and what Ray Data reads with, its wheel carries S3 and GCS clients, and
+`FileSystem.from_uri` takes credentials, region and endpoint from the standard environment
+(`AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT_URL`, ...; docs/design.md, "Object storage").
+
+A remote location is *staged*: every command works on a local folder, so the code that writes
+tars, Parquet parts and checkpoints (and its speed on local disks) stays one code path. `fetched`
+copies a remote folder into a scratch mirror before the command reads it; `staged` does the same for
+a folder the command writes, and on success publishes what changed through `atomic.publish_tree`
+(each object written whole, the folder's commit object last, removed objects deleted after it).
+The mirror keeps the remote layout (`SCRATCH/s3/bucket/key...`), so paths one folder records
+relative to another (a manifest's `../raw/celeba`) resolve inside the mirror as they do remotely.
+A local path or `file://` URI is returned as it is: nothing is copied.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import posixpath
+import shutil
+import tempfile
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pyarrow.fs as pafs
+
+from facecorpus import atomic
+
+SCRATCH_ENV = "FACECORPUS_SCRATCH"   # parent folder of the scratch mirror (default: the system's temp folder)
+
+_scratch: Path | None = None
+_staged: dict[Path, atomic.Published] = {}   # mirror folder -> what was published there (for `publish`)
+
+
+class StorageError(ValueError):
+    """A location that cannot be used, named with the reason."""
+
+
+def is_remote(location: str | Path) -> bool:
+    """True for a URI whose scheme is not `file` (`s3://b/k`, `gs://b/k`); False for paths and `file://`."""
+    scheme = urlsplit(str(location)).scheme
+    return "://" in str(location) and len(scheme) > 1 and scheme != "file"
+
+
+def local(location: str | Path) -> Path:
+    """A local location as a Path (`file:///x` -> `/x`); a remote one is a StorageError."""
+    text = str(location)
+    if is_remote(text):
+        raise StorageError(f"{text}: a remote location where a local one is needed")
+    return Path(urlsplit(text).path) if text.startswith("file://") else Path(text)
+
+
+def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """(pyarrow filesystem, path inside it) for a remote URI, configured from the environment.
+
+    `from_uri` follows AWS_ENDPOINT_URL (pyarrow 26's bare `S3FileSystem()` does not)."""
+    try:
+        return pafs.FileSystem.from_uri(uri)
+    except (OSError, ValueError) as exc:  # ArrowInvalid is a ValueError, ArrowIOError an OSError
+        raise StorageError(f"{uri}: {exc}") from None
+
+
+def open_input(uri: str):
+    """A sequential read stream of one remote object (e.g. webdataset's `gopen_schemes["s3"]`, below)."""
+    fs, path = filesystem(uri)
+    return fs.open_input_stream(path)
+
+
+def mirror(uri: str) -> Path:
+    """The scratch folder that stands for `uri` (`s3://b/k` -> SCRATCH/s3/b/k)."""
+    parts = urlsplit(uri)
+    key = posixpath.normpath("/" + parts.path).lstrip("/")
+    if not parts.netloc or ".." in key.split("/"):
+        raise StorageError(f"{uri}: expected SCHEME://BUCKET/PATH")
+    return _scratch_root() / parts.scheme / parts.netloc / key
+
+
+def uri_of(path: Path) -> str | None:
+    """The URI a scratch-mirror path stands for, or None for any other path."""
+    root = _scratch_root() if _scratch is not None else None
+    try:
+        rel = Path(os.path.abspath(path)).relative_to(root) if root else None
+    except ValueError:
+        return None
+    if rel is None or len(rel.parts) < 2:
+        return None
+    return f"{rel.parts[0]}://" + "/".join(rel.parts[1:])
+
+
+def fetched(location: str | Path) -> Path:
+    """A local folder holding `location`'s content: the path itself, or a mirror of the remote folder
+    (copied once per process; a folder that does not exist remotely is a StorageError)."""
+    if not is_remote(location):
+        return local(location)
+    uri = str(location).rstrip("/")
+    target = mirror(uri)
+    if target not in _staged:
+        fs, root = filesystem(uri)
+        if fs.get_file_info(root).type != pafs.FileType.Directory:
+            raise StorageError(f"{uri}: no such folder")
+        _staged[target] = atomic.Published(fs, root, atomic.download_tree(fs, root, target))
+    return target
+
+
+def fetched_mirror(path: Path) -> Path:
+    """`path` itself, or when it lies in the scratch mirror, the folder it stands for fetched there."""
+    uri = uri_of(path)
+    return fetched(uri) if uri else path
+
+
+def same_bucket(a: str, b: str) -> bool:
+    """Two URIs in one bucket (same scheme and bucket), so one can name the other by a relative path."""
+    return urlsplit(a)[:2] == urlsplit(b)[:2]
+
+
+@contextlib.contextmanager
+def staged(location: str | Path, first: tuple[str, ...] = (), last: tuple[str, ...] = ()):
+    """Yield the local folder a command writes `location` through. For a remote location that is a
+    mirror seeded with the remote content (a rerun resumes, a manifest gains a dataset); when the block
+    succeeds, what changed is published: objects matching `first` (globs, e.g. the cache's
+    `identity.json`, which says what its parts are) before, those matching `last` (`index.json`) after
+    all others. On failure nothing is published: the remote folder is as it was."""
+    if not is_remote(location):
+        yield local(location)
+        return
+    uri = str(location).rstrip("/")
+    target = mirror(uri)
+    if target not in _staged:
+        fs, root = filesystem(uri)
+        found = fs.get_file_info(root).type == pafs.FileType.Directory
+        _staged[target] = atomic.Published(fs, root, atomic.download_tree(fs, root, target) if found else {})
+    _staged[target].first, _staged[target].last, _staged[target].staged = first, last, True
+    target.mkdir(parents=True, exist_ok=True)
+    yield target
+    publish(target)
+
+
+def publish(path: Path) -> int:
+    """Publish now the changes of the staged folder holding `path` (a cache part or a checkpoint as soon
+    as it is written, so a killed run keeps them); objects written. Outside a staged mirror, 0."""
+    path = Path(os.path.abspath(path))
+    for folder, published in _staged.items():
+        if published.staged and path.is_relative_to(folder):
+            return atomic.publish_tree(folder, published)
+    return 0
+
+
+def forget() -> None:
+    """Drop every mirror and the scratch folder (the end of a command; the next one stages afresh)."""
+    global _scratch
+    _staged.clear()
+    if _scratch is not None:
+        shutil.rmtree(_scratch, ignore_errors=True)
+        _scratch = None
+
+
+def _scratch_root() -> Path:
+    global _scratch
+    if _scratch is None:
+        parent = os.environ.get(SCRATCH_ENV) or None
+        _scratch = Path(tempfile.mkdtemp(prefix="facecorpus-stage-", dir=parent))
+        atexit.register(forget)
+    return _scratch
