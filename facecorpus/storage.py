@@ -92,18 +92,39 @@ def uri_of(path: Path) -> str | None:
 
 
 def fetched(location: str | Path) -> Path:
-    """A local folder holding `location`'s content: the path itself, or a mirror of the remote folder
-    (copied once per process; a folder that does not exist remotely is a StorageError)."""
+    """A local path holding `location`'s content: the path itself, or a mirror of the remote folder or
+    file (copied once per command; a location that does not exist remotely is a StorageError)."""
     if not is_remote(location):
         return local(location)
     uri = str(location).rstrip("/")
     target = mirror(uri)
     if target not in _staged:
         fs, root = filesystem(uri)
-        if fs.get_file_info(root).type != pafs.FileType.Directory:
+        kind = fs.get_file_info(root).type
+        if kind == pafs.FileType.File:   # a single object: a checkpoint file, a release
+            target.parent.mkdir(parents=True, exist_ok=True)
+            pafs.copy_files(root, str(target), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+            return target
+        if kind != pafs.FileType.Directory:
             raise StorageError(f"{uri}: no such folder")
         _staged[target] = atomic.Published(fs, root, atomic.download_tree(fs, root, target))
     return target
+
+
+def fetch_param(ctx, param, value):
+    """click callback for an input that may be a URI: the local path standing for it, which must exist
+    (what `click.Path(exists=True)` checked for a path); a bad or missing location is a usage error."""
+    import click
+
+    if value is None:
+        return None
+    try:
+        path = fetched(value)
+    except StorageError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+    if not path.exists():
+        raise click.BadParameter(f"{value}: does not exist", ctx, param)
+    return path
 
 
 def fetched_mirror(path: Path) -> Path:

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from facecorpus import storage
 from facecorpus.manifest import ManifestError
 
 
@@ -48,15 +49,16 @@ def summary_table(report: dict, out: Path) -> Table:
 
 
 @click.command()
-@click.argument("manifest", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--shards", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+@click.argument("manifest", metavar="MANIFEST", callback=storage.fetch_param)
+@click.option("--shards", metavar="PATH|URI", callback=storage.fetch_param, default=None,
               help="Shards folder (with index.json) to add samples and bytes per shard and split, and the tokenizers' identity.")
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for report.json (the numbers) and report.html (the same numbers with plots; opens offline).")
-@click.option("--raw-root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+@click.option("--out", "out", required=True, metavar="PATH|URI",
+              help="Folder for report.json (the numbers) and report.html (the same numbers with plots; opens offline); "
+                   "MANIFEST, --shards, --raw-root and --out may be URIs (s3://, gs://, file://).")
+@click.option("--raw-root", metavar="PATH|URI", callback=storage.fetch_param, default=None,
               help="Where the raw dataset folders are now (RAW_ROOT/celeba, ...), if they moved since `convert`; "
                    "the report says for each dataset whether its folder is found.")
-def report(manifest: Path, shards: Path | None, out: Path, raw_root: Path | None):
+def report(manifest: Path, shards: Path | None, out: str, raw_root: Path | None):
     """Label statistics of MANIFEST, a folder of <dataset>.parquet files written by `facecorpus convert`:
     records per dataset and kind beside the Talk2Face paper's Table 1 (each difference with its reason),
     records and images per split, split reassignments, photos shared between datasets, the distribution
@@ -67,8 +69,9 @@ def report(manifest: Path, shards: Path | None, out: Path, raw_root: Path | None
     from report.json alone and needs no network."""
     console = Console()
     try:
-        result = write_with_progress(manifest, shards, out, console, raw_root)
+        with storage.staged(out, last=("report.html",)) as out_dir:
+            result = write_with_progress(manifest, shards, out_dir, console, raw_root)
     except (ManifestError, FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     console.print(summary_table(result, out))
-    console.print(f"wrote {out / 'report.json'} and {out / 'report.html'}")
+    console.print(f"wrote {out}/report.json and {out}/report.html")

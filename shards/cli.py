@@ -40,7 +40,7 @@ def table(title: str, items: dict) -> Table:
 
 
 @click.command()
-@click.argument("manifest", metavar="MANIFEST")
+@click.argument("manifest", metavar="MANIFEST", callback=storage.fetch_param)
 @click.option("--vqgan", "vqgan", default="tiny-f16", show_default=True,
               help="Preset (tiny-f16: bundled small VQGAN; ffhq-f16: Talk2Face's, needs --ckpt) or a "
                    "taming config file (.yaml/.json; VQModel or Net2NetTransformer).")
@@ -73,7 +73,7 @@ def table(title: str, items: dict) -> Table:
 @click.option("--cpus-per-actor", type=click.IntRange(min=1), help="CPU only: threads per encoder actor (default min(4, CPUs)).")
 @click.option("--part-rows", type=click.IntRange(min=1), default=4096, show_default=True,
               help="Images per cache part written: the most a killed run loses.")
-@click.option("--raw-root", metavar=LOCATION,
+@click.option("--raw-root", metavar=LOCATION, callback=storage.fetch_param,
               help="Where the raw dataset folders are now (RAW_ROOT/celeba, ...), if they moved since `convert`.")
 def tokenize(manifest, vqgan, ckpt, cache, ray_address, allow_outside_links, compile_, inflight, engine,
              trust_checkpoint, batch_size, actors, cpus_per_actor, part_rows, raw_root):
@@ -99,12 +99,11 @@ def tokenize(manifest, vqgan, ckpt, cache, ray_address, allow_outside_links, com
     opts = Options(vqgan=str(vqgan), ckpt=str(ckpt) if ckpt else None, trust_checkpoint=trust_checkpoint, compile=compile_ or "",
                    inflight=inflight, engine=engine, ray_address=ray_address, batch_size=batch_size, actors=actors,
                    cpus_per_actor=cpus_per_actor,
-                   part_rows=part_rows, allow_outside_links=allow_outside_links)
+                   part_rows=part_rows, allow_outside_links=allow_outside_links, raw_root=raw_root)
     try:
         with storage.staged(cache, first=("identity.json",)) as cache_dir:
-            opts.raw_root = storage.fetched(raw_root) if raw_root else None
             with progress_bar(console) as progress:
-                summary = run(storage.fetched(manifest), cache_dir, opts, progress)
+                summary = run(manifest, cache_dir, opts, progress)
     except (VQGANError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     console.print(table(f"tokenize -> {cache}", summary))
@@ -129,8 +128,8 @@ def _print_ledger(console: Console, cache: Path, limit: int = 10) -> None:
 
 
 @click.command()
-@click.argument("manifest", metavar="MANIFEST")
-@click.option("--cache", metavar=LOCATION, required=True,
+@click.argument("manifest", metavar="MANIFEST", callback=storage.fetch_param)
+@click.option("--cache", metavar=LOCATION, required=True, callback=storage.fetch_param,
               help="Token cache written by `facecorpus tokenize` for this manifest (a path or URI).")
 @click.option("--out", metavar=LOCATION, required=True,
               help="Shard folder: <split>/<kind>-NNNNNN.tar + index.json (a path or URI; index.json published last).")
@@ -146,14 +145,14 @@ def shard(manifest, cache, out, samples_per_shard, seed):
     console = Console(stderr=True)
     try:
         with storage.staged(out, last=("index.json",)) as out_dir, progress_bar(console) as progress:
-            counts = run(storage.fetched(manifest), storage.fetched(cache), out_dir, samples_per_shard, seed, progress)
+            counts = run(manifest, cache, out_dir, samples_per_shard, seed, progress)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     console.print(table(f"shard -> {out}", counts))
 
 
 @click.command()
-@click.argument("shards", metavar="SHARDS")
+@click.argument("shards", metavar="SHARDS", callback=storage.fetch_param)
 def verify(shards):
     """Re-read every shard listed in SHARDS/index.json: paths inside SHARDS, bytes, sha256, sample
     counts, unique keys, and that every sample holds exactly its npy, json and txt and they decode.
@@ -163,7 +162,7 @@ def verify(shards):
     console = Console(stderr=True)
     try:
         with progress_bar(console) as progress:
-            report = run(storage.fetched(shards), progress)
+            report = run(shards, progress)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     console.print(table(f"verify {shards}", {k: v for k, v in report.items() if k != "problems"} |

@@ -9,6 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from facecorpus import storage
 from facecorpus.excerpt import quote
 
 from . import evaluate as ev
@@ -42,8 +43,8 @@ def family_tasks(tasks: tuple[str, ...], loaded) -> list[str]:
 
 
 @click.command()
-@click.argument("ckpt", type=click.Path(exists=True, path_type=Path))
-@click.option("--shards", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+@click.argument("ckpt", metavar="CKPT", callback=storage.fetch_param)
+@click.option("--shards", metavar="PATH|URI", callback=storage.fetch_param, required=True,
               help="Shard folder (index.json) holding the held-out splits.")
 @click.option("--task", "tasks", multiple=True, type=click.Choice([*ev.TASKS, *FEWSHOT_TASKS, "all"]), default=("all",),
               show_default=True,

@@ -17,6 +17,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from facecorpus import storage
 from facecorpus.excerpt import quote
 
 from . import generate as gen
@@ -56,7 +57,7 @@ def _prompt_help() -> str:
 
 
 @click.command()
-@click.argument("ckpt", type=click.Path(exists=True, path_type=Path))
+@click.argument("ckpt", metavar="CKPT", callback=storage.fetch_param)
 @click.option("--prompt", type=click.Choice(ALL_PROMPTS), required=True,
               help="to-image: text -> face PNG; to-caption: image -> sentence; to-attributes: image + --key -> value; "
                    "inpaint: image + --mask (+ --text) -> face PNG with the box redrawn; tags: image -> "

@@ -18,7 +18,7 @@ from .config import PRESETS, ConfigError, describe
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
                                  "help_option_names": ["-h", "--help"]})
-@click.option("--shards", required=True, metavar="PATH|URI", help="Shard folder with index.json (a path or URI).")
+@click.option("--shards", required=True, metavar="PATH|URI", callback=storage.fetch_param, help="Shard folder with index.json (a path or URI).")
 @click.option("--out", required=True, metavar="PATH|URI",
               help="Run folder: step-XXXXXXXX/ checkpoints and train.jsonl. Resumes when it holds a checkpoint. "
                    "A URI (s3://, gs://) gets each checkpoint as it is written, its checksums.json last.")
@@ -26,7 +26,7 @@ from .config import PRESETS, ConfigError, describe
               help="Model family and shape: talk2face-base, tiny (Talk2Face's prefix-LM), gptface-base, gptface-tiny "
                    "(GPTFace's encoder, MILM + ITM, with the paper's recipe). Default tiny; a resumed run keeps its own.")
 @click.pass_context
-def train(ctx: click.Context, shards: str, out: str, preset: str | None):
+def train(ctx: click.Context, shards: Path, out: str, preset: str | None):
     """Train a model on SHARDS into OUT, alone or under
     `torchrun --nproc_per_node N --no-python facecorpus train ...` (NCCL on GPUs, gloo on CPU):
     Talk2Face's prefix-LM on its four balanced tasks, or GPTFace's bidirectional encoder on masked
@@ -38,13 +38,13 @@ def train(ctx: click.Context, shards: str, out: str, preset: str | None):
     --masking.image_every=5000 for GPTFace. The global batch (train.batch_size) must be a multiple of
     processes x data.micro_batch; the rest is gradient accumulation.
     """
-    if (storage.is_remote(shards) or storage.is_remote(out)) and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # Each process would stage its own copy; the checkpoint's per-rank files must meet in one folder.
-        raise click.UsageError("--shards/--out in object storage run in one process; under torchrun use local "
-                               "or shared folders")
+    if storage.is_remote(out) and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Each process would stage its own copy of the run; a checkpoint's per-rank files must meet in one folder.
+        raise click.UsageError("--out in object storage trains in one process; under torchrun give a local or "
+                               "shared run folder")
     try:
         with storage.staged(out, last=("*/checksums.json",)) as run_dir:
-            _train(ctx, storage.fetched(shards), run_dir, out, preset)
+            _train(ctx, shards, run_dir, out, preset)
     except storage.StorageError as e:
         raise click.UsageError(str(e)) from None
 
