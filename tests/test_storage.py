@@ -14,7 +14,7 @@ import s3kit
 from click.testing import CliRunner
 from s3kit import BUCKET, objects
 
-from facecorpus import atomic, storage
+from facecorpus import atomic, manifest, storage
 from facecorpus.cli import main
 from facecorpus.converters.samples import celeba as celeba_sample
 from facecorpus.converters.samples import img2dataset as web_sample
@@ -158,3 +158,29 @@ def test_the_pipeline_on_s3_gives_the_bytes_of_the_local_run(s3, tmp_path):
     assert losses(there["run"]) == losses(here["run"]) and len(losses(here["run"])) == 2
     checks = json.loads(there["run"]["step-00000002/checksums.json"])["files"]
     assert set(checks) | {"checksums.json"} == {k.split("/", 1)[1] for k in there["run"] if k.startswith("step-00000002/")}
+
+
+def test_publish_inside_a_staged_folder_writes_at_once(s3, tmp_path):
+    """A cache part or a checkpoint is in the bucket as soon as it is written, so a killed run keeps it."""
+    with storage.staged(f"s3://{BUCKET}/now", last=("*/checksums.json",)) as run:
+        (run / "step-1").mkdir()
+        (run / "step-1" / "model.pt").write_bytes(b"m")
+        (run / "step-1" / "checksums.json").write_text("{}")
+        assert storage.publish(run / "step-1") == 2
+        assert objects(prefix="now/") == {"now/step-1/model.pt": b"m", "now/step-1/checksums.json": b"{}"}
+    assert storage.publish(tmp_path) == 0      # a local folder: nothing to publish
+
+
+def test_a_local_manifest_records_a_remote_raw_folder_by_its_uri(s3, tmp_path):
+    web_sample.write(tmp_path / "web", seed=0, n=4, per_shard=4)
+    pafs.copy_files(str(tmp_path / "web"), f"{BUCKET}/elsewhere/web", source_filesystem=pafs.LocalFileSystem(),
+                    destination_filesystem=storage.filesystem(f"s3://{BUCKET}/")[0])
+    o = web_sample.OPTIONS
+    res = CliRunner().invoke(main, ["convert", "img2dataset", f"s3://{BUCKET}/elsewhere/web", "--out",
+                                    str(tmp_path / "manifest"), "--licence", o["licence"], "--bbox-column",
+                                    o["bbox_column"], "--resize-mode", o["resize_mode"]])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "manifest" / "summary.json").read_text())
+    assert summary["datasets"]["web"]["raw_dir"] == f"s3://{BUCKET}/elsewhere/web"   # not a scratch path
+    root = manifest.image_root(tmp_path / "manifest", "web")     # fetched again for tokenize
+    assert sorted(p.name for p in root.glob("*.tar")) == sorted(p.name for p in (tmp_path / "web").glob("*.tar"))
