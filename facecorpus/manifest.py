@@ -129,7 +129,7 @@ def read_records(manifest: Path, datasets: list[str] | None = None) -> pd.DataFr
     return read_table(manifest, datasets).to_pandas()
 
 
-def image_root(manifest: Path, dataset: str, raw_root: Path | None = None) -> Path:
+def image_root(manifest: Path, dataset: str, raw_root: Path | str | None = None) -> Path | str:
     """The raw folder `dataset` was converted from (images are relative to it); with `raw_root`, the folder
     of the same name under it (raw data moved since `convert`)."""
     return summary.raw_dir(manifest, dataset, raw_root)

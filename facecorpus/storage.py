@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import os
 import posixpath
 import shutil
@@ -66,14 +67,14 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
 
 def open_input(uri: str):
     """A sequential read stream of one remote object (e.g. webdataset's `gopen_schemes["s3"]`, below)."""
-    fs, path = filesystem(uri)
+    fs, path = _bucket_fs(uri)
     return fs.open_input_stream(path)
 
 
 def mirror(uri: str) -> Path:
     """The scratch folder that stands for `uri` (`s3://b/k` -> SCRATCH/s3/b/k)."""
     parts = urlsplit(uri)
-    key = posixpath.normpath("/" + parts.path).lstrip("/")
+    key = _key(parts.path).lstrip("/")
     if not parts.netloc or ".." in key.split("/"):
         raise StorageError(f"{uri}: expected SCHEME://BUCKET/PATH")
     return _scratch_root() / parts.scheme / parts.netloc / key
@@ -111,6 +112,18 @@ def fetched(location: str | Path) -> Path:
     return target
 
 
+def location_param(ctx, param, value):
+    """click callback for a folder read in place (raw images): a Path that must exist, or a URI as it is."""
+    import click
+
+    if value is None or is_remote(value):
+        return value
+    path = local(value)
+    if not path.is_dir():
+        raise click.BadParameter(f"{value}: not a folder", ctx, param)
+    return path
+
+
 def fetch_param(ctx, param, value):
     """click callback for an input that may be a URI: the local path standing for it, which must exist
     (what `click.Path(exists=True)` checked for a path); a bad or missing location is a usage error."""
@@ -127,10 +140,56 @@ def fetch_param(ctx, param, value):
     return path
 
 
-def fetched_mirror(path: Path) -> Path:
-    """`path` itself, or when it lies in the scratch mirror, the folder it stands for fetched there."""
-    uri = uri_of(path)
-    return fetched(uri) if uri else path
+def unmirrored(path: Path) -> Path | str:
+    """`path` itself, or the URI it stands for when it lies in the scratch mirror."""
+    return uri_of(path) or path
+
+
+def join(location: str | Path, name: str) -> Path | str:
+    """`location/name` for a path (a Path) or a URI (a string)."""
+    return f"{str(location).rstrip('/')}/{name}" if is_remote(location) else local(location) / name
+
+
+def is_dir(location: str | Path) -> bool:
+    """Whether the folder exists (an object-store folder: some object lies under it)."""
+    if not is_remote(location):
+        return local(location).is_dir()
+    fs, path = _bucket_fs(str(location))
+    return fs.get_file_info(path).type == pafs.FileType.Directory
+
+
+def inside(uri: str, root: str) -> bool:
+    """`uri` names an object below the folder `root` (object stores have no links: the names decide)."""
+    a, b = urlsplit(uri), urlsplit(root)
+    return a[:2] == b[:2] and _key(a.path).startswith(_key(b.path) + "/")
+
+
+def open_object(uri: str):
+    """A random-access file of one remote object (seek + read: a tar member by its byte range), or
+    OSError saying what is missing: no such object, a folder, or zero bytes."""
+    fs, path = _bucket_fs(uri)
+    info = fs.get_file_info(path)
+    if info.type != pafs.FileType.File:
+        raise OSError("no such object" if info.type == pafs.FileType.NotFound else "a folder, not an object")
+    if info.size == 0:
+        raise OSError("zero-byte object")
+    return fs.open_input_file(path)
+
+
+@functools.lru_cache(maxsize=64)
+def _bucket(scheme: str, netloc: str) -> pafs.FileSystem:
+    # One filesystem per bucket and process: from_uri may ask the server for the bucket's region.
+    return filesystem(f"{scheme}://{netloc}/")[0]
+
+
+def _bucket_fs(uri: str) -> tuple[pafs.FileSystem, str]:
+    parts = urlsplit(uri)
+    return _bucket(parts.scheme, parts.netloc), parts.netloc + _key(parts.path)
+
+
+def _key(path: str) -> str:
+    # "/a/../b//c" -> "/b/c" (normpath keeps a leading "//", so strip first)
+    return posixpath.normpath("/" + path.lstrip("/")).rstrip("/")
 
 
 def same_bucket(a: str, b: str) -> bool:

@@ -115,20 +115,21 @@ def read(manifest: Path) -> RunSummary:
                       str(data.get("on_error", "raise")))
 
 
-def raw_dir(manifest: Path, dataset: str, raw_root: Path | None = None) -> Path:
+def raw_dir(manifest: Path, dataset: str, raw_root: Path | str | None = None) -> Path | str:
     """The folder `dataset` was converted from (record images are relative to it): as recorded, relative to
-    the manifest folder, or `raw_root/<its folder name>` when the raw data has moved."""
+    the manifest folder, or `raw_root/<its folder name>` when the raw data has moved. A folder in object
+    storage is its URI (never copied: tokenize reads its images in place, facecorpus/storage.py)."""
     path = Path(manifest) / FILE
     entry = _object(path, _load(path), "datasets").get(dataset)
     if not isinstance(entry, dict) or not isinstance(entry.get("raw_dir"), str):
         raise SummaryError(f"{path}: no raw_dir for dataset {dataset!r} (was it converted into this manifest?)")
     if raw_root is not None:
-        return storage.fetched(raw_root) / PurePosixPath(entry["raw_dir"]).name
+        return storage.join(raw_root, PurePosixPath(entry["raw_dir"]).name)
     if storage.is_remote(entry["raw_dir"]):
-        return storage.fetched(entry["raw_dir"])
+        return entry["raw_dir"]
     recorded = Path(entry["raw_dir"])
-    # A manifest staged from object storage: its relative raw folder is fetched into the same mirror.
-    return recorded if recorded.is_absolute() else storage.fetched_mirror(Path(manifest) / recorded)
+    # A manifest staged from object storage: its relative raw folder is the one beside it in the bucket.
+    return recorded if recorded.is_absolute() else storage.unmirrored(Path(manifest) / recorded)
 
 
 def nest(counts: dict[tuple[str, str], int]) -> dict[str, dict[str, int]]:

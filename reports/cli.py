@@ -55,7 +55,7 @@ def summary_table(report: dict, out: Path) -> Table:
 @click.option("--out", "out", required=True, metavar="PATH|URI",
               help="Folder for report.json (the numbers) and report.html (the same numbers with plots; opens offline); "
                    "MANIFEST, --shards, --raw-root and --out may be URIs (s3://, gs://, file://).")
-@click.option("--raw-root", metavar="PATH|URI", callback=storage.fetch_param, default=None,
+@click.option("--raw-root", metavar="PATH|URI", callback=storage.location_param, default=None,
               help="Where the raw dataset folders are now (RAW_ROOT/celeba, ...), if they moved since `convert`; "
                    "the report says for each dataset whether its folder is found.")
 def report(manifest: Path, shards: Path | None, out: str, raw_root: Path | None):

@@ -52,6 +52,7 @@ import pyarrow.compute as pc
 from facecorpus.reports import axes, labelstats, table1
 
 from facecorpus import manifest as mf
+from facecorpus import storage
 from facecorpus import summary as run_summary
 from facecorpus import vocab
 from facecorpus.records import DATASETS, KINDS, SPLITS
@@ -290,7 +291,7 @@ def _filters(manifest: Path, summary: run_summary.RunSummary | None, records: di
         datasets[name] = {
             "rows_read": info.rows_read, "records": info.records, "manifest_records": ours,
             "records_match": info.records == ours, "filtered": dict(info.filtered), "errors": info.errors,
-            "notes": list(info.notes), "raw_dir": str(raw), "raw_dir_found": raw.is_dir(),
+            "notes": list(info.notes), "raw_dir": str(raw), "raw_dir_found": storage.is_dir(raw),
             "unavailable": info.unavailable,
         }
         by_reason.update(info.filtered)

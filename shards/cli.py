@@ -73,7 +73,7 @@ def table(title: str, items: dict) -> Table:
 @click.option("--cpus-per-actor", type=click.IntRange(min=1), help="CPU only: threads per encoder actor (default min(4, CPUs)).")
 @click.option("--part-rows", type=click.IntRange(min=1), default=4096, show_default=True,
               help="Images per cache part written: the most a killed run loses.")
-@click.option("--raw-root", metavar=LOCATION, callback=storage.fetch_param,
+@click.option("--raw-root", metavar=LOCATION, callback=storage.location_param,
               help="Where the raw dataset folders are now (RAW_ROOT/celeba, ...), if they moved since `convert`.")
 def tokenize(manifest, vqgan, ckpt, cache, ray_address, allow_outside_links, compile_, inflight, engine,
              trust_checkpoint, batch_size, actors, cpus_per_actor, part_rows, raw_root):

@@ -20,7 +20,7 @@ from typing import BinaryIO, NamedTuple
 import numpy as np
 import pyarrow.parquet as pq
 
-from facecorpus import imageref, rawtar
+from facecorpus import imageref, rawtar, storage
 from facecorpus.excerpt import shorten
 from facecorpus.preprocess import load_image, preprocess_uint8
 
@@ -57,6 +57,8 @@ class _Unread(Exception):
 def _open_regular(path: str, root: str, allow_outside: bool) -> tuple[BinaryIO, bool]:
     """`path` opened for reading once it is known to be a regular file inside `root` (or outside it, when
     allowed); also whether it resolves outside. _Unread says why not."""
+    if storage.is_remote(path):
+        return _open_object(path, root), False
     real = os.path.realpath(path)
     outside = not inside(real, root)
     if outside and not allow_outside:
@@ -79,6 +81,16 @@ def _open_regular(path: str, root: str, allow_outside: bool) -> tuple[BinaryIO, 
         fh.close()
         raise _Unread("read", "not a regular file (replaced while being opened)", outside)
     return fh, outside
+
+
+def _open_object(uri: str, root: str) -> BinaryIO:
+    """An object in object storage, read in place by range (no links there: its name must lie under `root`)."""
+    if not storage.inside(uri, root):
+        raise _Unread(REFUSED, shorten(f"lies outside its dataset folder {root}"), True)
+    try:
+        return storage.open_object(uri)
+    except (OSError, ValueError) as exc:   # pyarrow's ArrowInvalid (a name it cannot use) is a ValueError
+        raise _Unread("read", shorten(f"missing or unreadable object: {exc}"), False) from None
 
 
 def _decode(source: BinaryIO, bbox: str, size: int, outside: bool) -> Read:

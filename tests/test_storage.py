@@ -182,5 +182,30 @@ def test_a_local_manifest_records_a_remote_raw_folder_by_its_uri(s3, tmp_path):
     assert res.exit_code == 0, res.output
     summary = json.loads((tmp_path / "manifest" / "summary.json").read_text())
     assert summary["datasets"]["web"]["raw_dir"] == f"s3://{BUCKET}/elsewhere/web"   # not a scratch path
-    root = manifest.image_root(tmp_path / "manifest", "web")     # fetched again for tokenize
-    assert sorted(p.name for p in root.glob("*.tar")) == sorted(p.name for p in (tmp_path / "web").glob("*.tar"))
+    assert manifest.image_root(tmp_path / "manifest", "web") == f"s3://{BUCKET}/elsewhere/web"   # read in place
+
+
+def test_raw_images_in_object_storage_are_read_in_place_by_range(s3, tmp_path):
+    """tokenize's read stage opens a tar object once and fetches members by byte range: the same pixels
+    as from the local tar; a name outside the dataset folder is refused, a missing object ledgered."""
+    from facecorpus.shards.reading import REFUSED, read_batch
+    from facecorpus.shards.tokenization import plan
+
+    web_sample.write(tmp_path / "raw" / "web", seed=0, n=8, per_shard=4)
+    pafs.copy_files(str(tmp_path / "raw"), f"{BUCKET}/inplace", source_filesystem=pafs.LocalFileSystem(),
+                    destination_filesystem=storage.filesystem(f"s3://{BUCKET}/")[0])
+    o = web_sample.OPTIONS
+    res = CliRunner().invoke(main, ["convert", "img2dataset", str(tmp_path / "raw" / "web"), "--out",
+                                    str(tmp_path / "manifest"), "--licence", o["licence"], "--bbox-column",
+                                    o["bbox_column"], "--resize-mode", o["resize_mode"]])
+    assert res.exit_code == 0, res.output
+    here = plan(tmp_path / "manifest")
+    there = plan(tmp_path / "manifest", raw_root=f"s3://{BUCKET}/inplace")
+    assert all(p.startswith(f"s3://{BUCKET}/inplace/web/") and "#member=" in p for p in there["path"])
+    local, remote = (read_batch({c: df[c].to_numpy() for c in df.columns}, 32) for df in (here, there))
+    assert list(remote["stage"]) == list(local["stage"]) == [""] * len(here)
+    assert (remote["pixels"] == local["pixels"]).all()
+    bad = there.iloc[:2].copy()
+    bad["path"] = [f"s3://{BUCKET}/inplace/elsewhere.jpg", f"s3://{BUCKET}/inplace/web/missing.jpg"]
+    out = read_batch({c: bad[c].to_numpy() for c in bad.columns}, 32)
+    assert list(out["stage"]) == [REFUSED, "read"] and "no such object" in out["message"][1]
