@@ -5,7 +5,10 @@ Parquet file here and what Ray Data reads with, its wheel carries S3 and GCS cli
 `FileSystem.from_uri` takes credentials, region and endpoint from the standard environment
 (`AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT_URL`, ...; docs/design.md, "Object storage").
 
-A remote location is *staged*: every command works on a local folder, so the code that writes
+Raw images are read in place: `open_object` gives tokenize's read tasks a random-access file of a
+tar or image object, whose members they fetch by byte range, on whichever node they run.
+
+Every other remote folder is *staged*: a command works on a local folder, so the code that writes
 tars, Parquet parts and checkpoints (and its speed on local disks) stays one code path. `fetched`
 copies a remote folder into a scratch mirror before the command reads it; `staged` does the same for
 a folder the command writes, and on success publishes what changed through `atomic.publish_tree`
@@ -56,18 +59,29 @@ def local(location: str | Path) -> Path:
 
 
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    """(pyarrow filesystem, path inside it) for a remote URI, configured from the environment.
+    """(pyarrow filesystem, path inside it: `bucket/key`) for a remote URI, configured from the environment."""
+    parts = urlsplit(uri)
+    return _bucket(parts.scheme, parts.netloc), parts.netloc + _key(parts.path)
 
-    `from_uri` follows AWS_ENDPOINT_URL (pyarrow 26's bare `S3FileSystem()` does not)."""
+
+@functools.lru_cache(maxsize=64)
+def _bucket(scheme: str, netloc: str) -> pafs.FileSystem:
+    # One filesystem per bucket and process: from_uri may ask the server for the bucket's region.
+    # from_uri follows AWS_ENDPOINT_URL (pyarrow 26's bare `S3FileSystem()` does not).
     try:
-        return pafs.FileSystem.from_uri(uri)
+        return pafs.FileSystem.from_uri(f"{scheme}://{netloc}/")[0]
     except (OSError, ValueError) as exc:  # ArrowInvalid is a ValueError, ArrowIOError an OSError
-        raise StorageError(f"{uri}: {exc}") from None
+        raise StorageError(f"{scheme}://{netloc}: {exc}") from None
+
+
+def _key(path: str) -> str:
+    # "/a/../b//c" -> "/b/c" (normpath keeps a leading "//", so strip first)
+    return posixpath.normpath("/" + path.lstrip("/")).rstrip("/")
 
 
 def open_input(uri: str):
-    """A sequential read stream of one remote object (e.g. webdataset's `gopen_schemes["s3"]`, below)."""
-    fs, path = _bucket_fs(uri)
+    """A sequential read stream of one remote object (e.g. webdataset's `gopen_schemes["s3"]`)."""
+    fs, path = filesystem(uri)
     return fs.open_input_stream(path)
 
 
@@ -82,14 +96,11 @@ def mirror(uri: str) -> Path:
 
 def uri_of(path: Path) -> str | None:
     """The URI a scratch-mirror path stands for, or None for any other path."""
-    root = _scratch_root() if _scratch is not None else None
-    try:
-        rel = Path(os.path.abspath(path)).relative_to(root) if root else None
-    except ValueError:
+    path = Path(os.path.abspath(path))
+    if _scratch is None or not path.is_relative_to(_scratch) or len(path.relative_to(_scratch).parts) < 2:
         return None
-    if rel is None or len(rel.parts) < 2:
-        return None
-    return f"{rel.parts[0]}://" + "/".join(rel.parts[1:])
+    scheme, *rest = path.relative_to(_scratch).parts
+    return f"{scheme}://" + "/".join(rest)
 
 
 def fetched(location: str | Path) -> Path:
@@ -154,7 +165,7 @@ def is_dir(location: str | Path) -> bool:
     """Whether the folder exists (an object-store folder: some object lies under it)."""
     if not is_remote(location):
         return local(location).is_dir()
-    fs, path = _bucket_fs(str(location))
+    fs, path = filesystem(str(location))
     return fs.get_file_info(path).type == pafs.FileType.Directory
 
 
@@ -167,29 +178,13 @@ def inside(uri: str, root: str) -> bool:
 def open_object(uri: str):
     """A random-access file of one remote object (seek + read: a tar member by its byte range), or
     OSError saying what is missing: no such object, a folder, or zero bytes."""
-    fs, path = _bucket_fs(uri)
+    fs, path = filesystem(uri)
     info = fs.get_file_info(path)
     if info.type != pafs.FileType.File:
         raise OSError("no such object" if info.type == pafs.FileType.NotFound else "a folder, not an object")
     if info.size == 0:
         raise OSError("zero-byte object")
     return fs.open_input_file(path)
-
-
-@functools.lru_cache(maxsize=64)
-def _bucket(scheme: str, netloc: str) -> pafs.FileSystem:
-    # One filesystem per bucket and process: from_uri may ask the server for the bucket's region.
-    return filesystem(f"{scheme}://{netloc}/")[0]
-
-
-def _bucket_fs(uri: str) -> tuple[pafs.FileSystem, str]:
-    parts = urlsplit(uri)
-    return _bucket(parts.scheme, parts.netloc), parts.netloc + _key(parts.path)
-
-
-def _key(path: str) -> str:
-    # "/a/../b//c" -> "/b/c" (normpath keeps a leading "//", so strip first)
-    return posixpath.normpath("/" + path.lstrip("/")).rstrip("/")
 
 
 def same_bucket(a: str, b: str) -> bool:
@@ -230,9 +225,11 @@ def publish(path: Path) -> int:
 
 
 def forget() -> None:
-    """Drop every mirror and the scratch folder (the end of a command; the next one stages afresh)."""
+    """Drop every mirror, the scratch folder and the filesystems (the end of a command; the next one
+    stages afresh, with the environment as it is then)."""
     global _scratch
     _staged.clear()
+    _bucket.cache_clear()
     if _scratch is not None:
         shutil.rmtree(_scratch, ignore_errors=True)
         _scratch = None
@@ -243,5 +240,7 @@ def _scratch_root() -> Path:
     if _scratch is None:
         parent = os.environ.get(SCRATCH_ENV) or None
         _scratch = Path(tempfile.mkdtemp(prefix="facecorpus-stage-", dir=parent))
-        atexit.register(forget)
     return _scratch
+
+
+atexit.register(forget)

@@ -23,6 +23,9 @@ def s3_server(bucket: str = BUCKET):
     import boto3
     from moto.server import ThreadedMotoServer
 
+    from facecorpus import storage
+
+    storage.forget()   # filesystems made for an earlier server point at its port
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
@@ -36,6 +39,7 @@ def s3_server(bucket: str = BUCKET):
         boto3.client("s3").create_bucket(Bucket=bucket)
         yield endpoint
     finally:
+        storage.forget()
         server.stop()
         for k, v in saved.items():
             if v is None:
