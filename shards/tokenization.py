@@ -44,8 +44,9 @@ def plan(manifest: Path, raw_root: Path | None = None) -> pd.DataFrame:
     df = table.to_pandas().sort_values("key", kind="stable").drop_duplicates("image_id")
     roots = {d: mf.image_root(manifest, d, raw_root) for d in df["dataset"].unique()}
     # A raw folder in object storage stays a URI: its images are read in place (reading.py).
-    real = {d: root if storage.is_remote(root) else os.path.realpath(root) for d, root in roots.items()}
-    paths = [str(storage.join(roots[d], img)) for d, img in zip(df["dataset"], df["image"])]
+    remote = {d: storage.is_remote(root) for d, root in roots.items()}
+    real = {d: root if remote[d] else os.path.realpath(root) for d, root in roots.items()}
+    paths = [f"{roots[d]}/{img}" if remote[d] else str(roots[d] / img) for d, img in zip(df["dataset"], df["image"])]
     boxes = ["" if b is None else ",".join(str(int(v)) for v in b) for b in df["bbox"]]
     return pd.DataFrame({"image_id": df["image_id"].to_numpy(), "path": paths,
                          "root": [real[d] for d in df["dataset"]], "bbox": boxes}).reset_index(drop=True)
