@@ -145,6 +145,14 @@ def test_the_pipeline_on_s3_gives_the_bytes_of_the_local_run(s3, tmp_path):
     run_pipeline(str(raw), str(tmp_path / "local"))
     run_pipeline(f"s3://{BUCKET}/s3/raw", f"s3://{BUCKET}/s3")
 
+    res = CliRunner().invoke(main, ["report", f"s3://{BUCKET}/s3/manifest", "--shards", f"s3://{BUCKET}/s3/shards",
+                                    "--out", f"s3://{BUCKET}/report"])
+    assert res.exit_code == 0, res.output
+    report = objects(prefix="report/")
+    assert set(report) == {"report/report.json", "report/report.html"}
+    found = {name: d["raw_dir_found"] for name, d in json.loads(report["report/report.json"])["filters"]["datasets"].items()}
+    assert found == {"celeba": True, "web": True}        # checked in the bucket, not copied
+
     remote = objects(prefix="s3/")
     assert not [k for k in remote if k.endswith(".tmp")]
     here = {folder: local_files(tmp_path / "local" / folder) for folder in ("manifest", "cache", "shards", "run")}
