@@ -19,7 +19,6 @@ from rich.table import Table
 
 from facecorpus import storage
 
-FOLDER = click.Path(file_okay=False, path_type=Path)
 # A folder that may be a URI (s3://bucket/path, gs://..., file://...): checked when staged (facecorpus.storage).
 LOCATION = "PATH|URI"
 
