@@ -4,7 +4,8 @@ Every field has a default and a one-line comment, and every numeric field a vali
 checked by one validator (`check`) with one message format when the config is built, so a wrong
 setting fails before any work. `--section.key=value` overrides (also `--key=value` when the key
 name is unique across sections) must name an existing key and keep its type, as in minGPT's
-`CfgNode.merge_from_args` and nanoGPT's configurator, without executing any Python.
+`CfgNode.merge_from_args` and nanoGPT's configurator, without executing any Python. The machinery
+is trainer/settings.py's, shared with `train-vqgan`.
 
 Two model families share the data and train sections: Talk2Face (`ModelConfig`, presets
 `talk2face-base`, `tiny`) and GPTFace (`GPTFaceConfig` plus its `masking` section, presets
@@ -20,64 +21,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import typing
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 from facecorpus import vocab
 from facecorpus.codes import CodeGrid
 
-
-class ConfigError(ValueError):
-    """A config value outside its valid range; the message names the key, the value and the range."""
+from .settings import FRACTION, NON_NEGATIVE, POSITIVE, ConfigError, Rule, check, fail, key_lines, override
 
 
-@dataclass(frozen=True)
-class Rule:
-    """The valid values of one numeric key: `low <= value` (or `<` when `open_low`), `value <= high`
-    (or `<` when `open_high`), finite; `zero` is allowed too when it means something (an "off")."""
-    low: float | None = None
-    high: float | None = None
-    open_low: bool = False
-    open_high: bool = False
-    zero: str = ""          # what 0 means, when 0 is allowed outside [low, high]
-
-    def describe(self) -> str:
-        parts = []
-        if self.low is not None:
-            parts.append(f"{'>' if self.open_low else '>='} {self.low:g}")
-        if self.high is not None:
-            parts.append(f"{'<' if self.open_high else '<='} {self.high:g}")
-        text = " and ".join(parts) or "a finite number"
-        return f"{text}, or 0 ({self.zero})" if self.zero else text
-
-    def allows(self, value: float) -> bool:
-        if self.zero and value == 0:
-            return True
-        if not math.isfinite(value):
-            return False
-        if self.low is not None and (value <= self.low if self.open_low else value < self.low):
-            return False
-        return self.high is None or (value < self.high if self.open_high else value <= self.high)
-
-
-POSITIVE = Rule(low=1)
-NON_NEGATIVE = Rule(low=0)
-FRACTION = Rule(low=0, high=1, open_high=True)
 SHARE = Rule(low=0, high=1, open_low=True)   # a fraction that must be above 0
-
-
-def check(section: str, obj) -> None:
-    """The one validator: every key of `obj` against its section's `RULES` and `CHOICES`; raises
-    ConfigError with the message format `section.key=value: must be <rule>`."""
-    for name, rule in obj.RULES.items():
-        value = getattr(obj, name)
-        if not rule.allows(value):
-            fail(section, name, value, rule.describe())
-    for name, choices in getattr(obj, "CHOICES", {}).items():
-        if getattr(obj, name) not in choices:
-            fail(section, name, getattr(obj, name), "one of " + ", ".join(map(repr, choices)))
 
 
 def check_model(model) -> None:
@@ -85,10 +38,6 @@ def check_model(model) -> None:
     check("model", model)
     if model.d_model % model.n_head:
         fail("model", "d_model", model.d_model, f"divisible by model.n_head={model.n_head}")
-
-
-def fail(section: str, name: str, value, must: str):
-    raise ConfigError(f"{section}.{name}={value!r}: must be {must}")
 
 
 @dataclass
@@ -394,64 +343,10 @@ class RunConfig:
                                    grid=grid)
 
 
-def _parse(raw: str, kind: type, name: str):
-    """`raw` as the declared type; bool needs true/false, float accepts ints, nothing else converts."""
-    if kind is bool:
-        if raw.lower() in ("true", "1", "yes"):
-            return True
-        if raw.lower() in ("false", "0", "no"):
-            return False
-    elif kind is int:
-        try:
-            return int(raw)
-        except ValueError:
-            pass
-    elif kind is float:
-        try:
-            return float(raw)
-        except ValueError:
-            pass
-    elif kind is str:
-        return raw
-    raise ConfigError(f"--{name}={raw!r}: expected {kind.__name__}")
-
-
-def _resolve(key: str, family: str) -> tuple[str, str]:
-    """`train.lr` -> (train, lr); a bare `lr` only when exactly one section of the family has it."""
-    types = SECTION_TYPES[family]
-    if "." in key:
-        section, _, name = key.partition(".")
-        if section not in types or name not in {f.name for f in dataclasses.fields(types[section])}:
-            raise ConfigError(f"--{key}: no such config key for a {family} model (sections: {', '.join(types)}; "
-                              "see `facecorpus train --help`)")
-        return section, name
-    hits = [s for s in types if key in {f.name for f in dataclasses.fields(types[s])}]
-    if len(hits) != 1:
-        problem = "no such config key" if not hits else f"ambiguous, write one of {', '.join(f'{s}.{key}' for s in hits)}"
-        raise ConfigError(f"--{key}: {problem}")
-    return hits[0], key
-
-
 def apply_overrides(cfg: RunConfig, args: list[str]) -> RunConfig:
     """Apply `--section.key=value` strings; returns a new, re-validated config."""
-    d = cfg.to_dict()
-    for arg in args:
-        if not arg.startswith("--") or "=" not in arg:
-            raise ConfigError(f"{arg!r}: overrides are written --section.key=value (e.g. --train.lr=1e-4)")
-        key, _, raw = arg[2:].partition("=")
-        section, name = _resolve(key, cfg.family)
-        kind = typing.get_type_hints(SECTION_TYPES[cfg.family][section])[name]
-        d[section][name] = _parse(raw, kind, f"{section}.{name}")
+    d = override(cfg.to_dict(), SECTION_TYPES[cfg.family], args, "train", f"for a {cfg.family} model")
     return RunConfig.from_dict(d)
-
-
-def _key_lines(section: str, kind: type) -> list[str]:
-    lines = []
-    for f in dataclasses.fields(kind):
-        rule = kind.RULES.get(f.name) or kind.CHOICES.get(f.name)
-        valid = rule.describe() if isinstance(rule, Rule) else " | ".join(rule) if rule else ""
-        lines.append(f"{section}.{f.name}={f.default}" + (f"  ({valid})" if valid else ""))
-    return lines
 
 
 def describe() -> list[str]:
@@ -461,9 +356,9 @@ def describe() -> list[str]:
 
     lines = []
     for family, types in SECTION_TYPES.items():
-        lines += [f"model ({presets(family)}):", *_key_lines("model", types["model"])]
-    lines += [f"masking ({presets('gptface')}):", *_key_lines("masking", MaskingConfig), "data, train (every preset):",
-              *_key_lines("data", DataConfig), *_key_lines("train", TrainConfig)]
+        lines += [f"model ({presets(family)}):", *key_lines({"model": types["model"]})]
+    lines += [f"masking ({presets('gptface')}):", *key_lines({"masking": MaskingConfig}), "data, train (every preset):",
+              *key_lines({"data": DataConfig, "train": TrainConfig})]
     for name, p in PRESETS.items():
         if p.train:
             lines.append(f"preset {name} sets " + " ".join(f"train.{k}={v}" for k, v in p.train.items()))
