@@ -156,9 +156,10 @@ def resolve(path: str | Path, skipped: list[str] | None = None) -> Path:
 
 # ---------------------------------------------------------------- save
 
-def save(run: Path, step: int, model: torch.nn.Module, optimizer, scheduler, scaler, cfg: RunConfig,
-         batches_consumed: int, identity: dict, keep: int = 0) -> Path:
-    """Collective: every rank calls it; rank 0 writes the shared files and the checksums, and publishes."""
+def publish(run: Path, step: int, write, keep: int = 0) -> Path:
+    """Collective: every rank calls it. Each rank saves its RNG states; rank 0 calls `write(folder)`
+    to save the shared files, records the checksums, publishes `RUN/step-XXXXXXXX/` atomically and
+    keeps the newest `keep` step folders (0: all). Any training command's checkpoints go through here."""
     rank = dist.get_rank() if dist.is_initialized() else 0
     final = Path(run) / f"step-{step:08d}"
     if rank != 0:
@@ -171,12 +172,7 @@ def save(run: Path, step: int, model: torch.nn.Module, optimizer, scheduler, sca
         tmp.mkdir(parents=True)
         _barrier()
         torch.save(rng_state(), tmp / "rng-rank0.pt")
-        world = dist.get_world_size() if dist.is_initialized() else 1
-        torch.save(model.state_dict(), tmp / "model.pt")
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save({"step": step, "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                    "batches_consumed": batches_consumed, "world": world}, tmp / "trainer.pt")
-        (tmp / "config.json").write_text(json.dumps({**cfg.to_dict(), "shards_identity": identity}, indent=2, sort_keys=True))
+        write(tmp)
         _barrier()
         write_checksums(tmp)   # last: its presence says every other file is complete
     if keep:
@@ -187,6 +183,21 @@ def save(run: Path, step: int, model: torch.nn.Module, optimizer, scheduler, sca
     storage.publish(final)   # a run in object storage: the step's objects, checksums.json last
     _barrier()
     return final
+
+
+def save(run: Path, step: int, model: torch.nn.Module, optimizer, scheduler, scaler, cfg: RunConfig,
+         batches_consumed: int, identity: dict, keep: int = 0) -> Path:
+    """Collective: a `train` step's checkpoint, of either family (`publish`)."""
+    world = dist.get_world_size() if dist.is_initialized() else 1
+
+    def write(tmp: Path) -> None:
+        torch.save(model.state_dict(), tmp / "model.pt")
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save({"step": step, "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                    "batches_consumed": batches_consumed, "world": world}, tmp / "trainer.pt")
+        (tmp / "config.json").write_text(json.dumps({**cfg.to_dict(), "shards_identity": identity}, indent=2, sort_keys=True))
+
+    return publish(run, step, write, keep)
 
 
 # ---------------------------------------------------------------- load
@@ -259,18 +270,29 @@ def check_identity(ckpt: Path, identity: dict) -> None:
 
 def restore(ckpt: Path, model: torch.nn.Module, optimizer, scheduler, scaler) -> dict:
     """Load every state saved by `save` into the given objects; returns trainer.pt's dict."""
-    rank = dist.get_rank() if dist.is_initialized() else 0
+    state = trainer_state(ckpt)
+    model.load_state_dict(_load(ckpt, "model.pt"))
+    optimizer.load_state_dict(_load(ckpt, "optimizer.pt"))
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    restore_rng(ckpt)
+    return state
+
+
+def trainer_state(ckpt: Path) -> dict:
+    """trainer.pt, refused when it was saved by another number of processes (the data position is per rank)."""
     world = dist.get_world_size() if dist.is_initialized() else 1
     state = _load(ckpt, "trainer.pt")
     if state["world"] != world:
         raise CheckpointError(f"{ckpt}: saved with {state['world']} processes, resumed with {world}; the data "
                               "position is per rank, so resume with the same --nproc_per_node")
-    model.load_state_dict(_load(ckpt, "model.pt"))
-    optimizer.load_state_dict(_load(ckpt, "optimizer.pt"))
-    scheduler.load_state_dict(state["scheduler"])
-    scaler.load_state_dict(state["scaler"])
-    set_rng_state(_load(ckpt, f"rng-rank{rank}.pt"))
     return state
+
+
+def restore_rng(ckpt: Path) -> None:
+    """This rank's RNG states as `publish` saved them (python, numpy, torch CPU, CUDA)."""
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    set_rng_state(_load(ckpt, f"rng-rank{rank}.pt"))
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu",

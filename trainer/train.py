@@ -113,13 +113,20 @@ class Logger:
             for k, v in record.items():
                 if isinstance(v, (int, float)) and k != "step":
                     self.tb.add_scalar(k, v, record["step"])
-        if self.console is not None and "loss" in record:
+        if self.console is not None and (line := self.line(record)):
+            self.console.print(line)
+
+    def line(self, record: dict) -> str | None:
+        """The console's line for a log record (None: the record is not shown); other commands' loggers
+        override it."""
+        if "loss" in record:
             m = record["mfu"]
-            self.console.print(f"step {record['step']:>8}  loss {record['loss']:.4f}  lr {record['lr']:.2e}  "
-                               f"tok/s {record['tokens_per_s']:,.0f}  mfu {m if m == 'n/a' else f'{100 * m:.1f}%'}  "
-                               f"data wait {100 * record['data_wait']:.1f}%")
-        elif self.console is not None and "val/loss" in record:
-            self.console.print(f"step {record['step']:>8}  val loss {record['val/loss']:.4f}")
+            return (f"step {record['step']:>8}  loss {record['loss']:.4f}  lr {record['lr']:.2e}  "
+                    f"tok/s {record['tokens_per_s']:,.0f}  mfu {m if m == 'n/a' else f'{100 * m:.1f}%'}  "
+                    f"data wait {100 * record['data_wait']:.1f}%")
+        if "val/loss" in record:
+            return f"step {record['step']:>8}  val loss {record['val/loss']:.4f}"
+        return None
 
     def note(self, text: str) -> None:
         """A line for the reader of the console and of the log (what was skipped, and why)."""
