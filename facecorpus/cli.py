@@ -20,6 +20,7 @@ COMMANDS = {
     "shard": ("facecorpus.shards.cli:shard", "Join records with cached codes, shuffle, write WebDataset shards + index.json."),
     "verify": ("facecorpus.shards.cli:verify", "Re-read shards: counts, sha256 and that every sample decodes."),
     "train": ("facecorpus.trainer.train_cli:train", "Train the Talk2Face prefix-LM on shards (alone or under torchrun)."),
+    "train-vqgan": ("facecorpus.trainer.vqgan_cli:train_vqgan", "Train a VQGAN tokenizer on a manifest's faces (alone or under torchrun)."),
     "generate": ("facecorpus.trainer.generate_cli:generate", "Sample faces, captions or attribute values from a checkpoint."),
     "evaluate": ("facecorpus.trainer.evaluate_cli:evaluate", "Evaluate a checkpoint with the paper's protocols."),
     "demo": ("facecorpus.demo:demo", "The whole job at toy scale on bundled sample data, no downloads."),

@@ -37,6 +37,7 @@ PRESETS = {
     # name -> (config file in facecorpus/data, bundled weights or None = user supplies them)
     "tiny-f16": ("vqgan-tiny-f16.json", "vqgan-tiny-f16.pt"),
     "ffhq-f16": ("vqgan-ffhq-f16.json", None),
+    "gptface-f16": ("vqgan-gptface-f16.json", None),   # GPTFace's tokenizer: train it (facecorpus train-vqgan)
 }
 # The Net2NetTransformer checkpoint (Talk2Face's FFHQ VQGAN) keeps the VQGAN under this prefix.
 FIRST_STAGE_PREFIX = "first_stage_model."
@@ -88,8 +89,16 @@ def read_config(path: Path) -> dict:
         if key not in params:
             raise VQGANError(f"{path}: VQGAN params lack {key!r}")
     dd = dict(params["ddconfig"])
-    return {"name": raw.get("name", path.stem), "ddconfig": dd,
+    return {"name": raw.get("name", path.stem), "description": raw.get("description", ""), "ddconfig": dd,
             "n_embed": int(params["n_embed"]), "embed_dim": int(params["embed_dim"])}
+
+
+def write_config(config: dict, path: Path, description: str = "") -> Path:
+    """Write `config` as a JSON file `read_config` reads back (what `train-vqgan` puts beside its weights)."""
+    body = {"name": config["name"], "description": description or config.get("description", ""),
+            **{k: config[k] for k in ("ddconfig", "n_embed", "embed_dim")}}
+    Path(path).write_text(json.dumps(body, indent=2) + "\n")
+    return Path(path)
 
 
 def config_sha256(config: dict) -> str:
@@ -177,6 +186,12 @@ def _strict_load(model: torch.nn.Module, sd: dict, where: Path) -> None:
 
 # ---------------------------------------------------------------- model
 
+def code_grid(config: dict) -> CodeGrid:
+    """The code grid a config's VQGAN makes: its codebook, resolution / 2^(levels - 1) codes per side."""
+    dd = config["ddconfig"]
+    return CodeGrid(int(config["n_embed"]), dd["resolution"] // 2 ** (len(dd["ch_mult"]) - 1), int(dd["resolution"]))
+
+
 class VQGAN(torch.nn.Module):
     """VQModel's encode/decode path under VQModel's attribute names (so its state dict loads as is)."""
 
@@ -209,9 +224,21 @@ class VQGAN(torch.nn.Module):
     @property
     def code_grid(self) -> CodeGrid:
         """Codebook size, codes per side and input resolution, from the config (facecorpus.codes)."""
-        dd = self.config["ddconfig"]
-        return CodeGrid(int(self.config["n_embed"]), dd["resolution"] // 2 ** (len(dd["ch_mult"]) - 1),
-                        int(dd["resolution"]))
+        return code_grid(self.config)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The training pass, VQModel.forward plus what training watches: (B,3,R,R) in [-1,1] ->
+        (reconstruction in about [-1,1], VectorQuantizer2's codebook + commitment loss, codes
+        (B,side,side), encoder outputs before quantization (B,embed_dim,side,side), detached)."""
+        z = self.quant_conv(self.encoder(x))
+        with torch.autocast(x.device.type, enabled=False):  # the nearest-code search in fp32, as `encode`
+            zq, qloss, (_, _, codes) = self.quantize(z.float())
+        return self.decoder(self.post_quant_conv(zq)), qloss, codes, z.detach().float()
+
+    @property
+    def last_layer(self) -> torch.nn.Parameter:
+        """The decoder's output convolution: taming's adaptive GAN weight compares gradients there."""
+        return self.decoder.conv_out.weight
 
     @torch.inference_mode()
     def encode(self, x: torch.Tensor) -> torch.Tensor:

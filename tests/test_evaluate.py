@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 
 import pytest
 import torch
@@ -15,6 +14,7 @@ from facecorpus.trainer import metrics
 from facecorpus.trainer.config import model_preset
 from facecorpus.trainer.model import Talk2Face
 from facecorpus.trainer.sequences import SequenceBuilder
+from inceptionkit import save_fake_inception
 from runs import save_run
 from shardkit import record
 from shardkit import write_shards as write_shards_of
@@ -124,27 +124,9 @@ def test_meteor_through_java():
     assert 20 < scores["meteor"] < 90 and "Java" in scores["meteor_note"]
 
 
-class FakeInception(torch.nn.Module):
-    """Same call signature as the TorchScript FID Inception (uint8 in; pool features or class probabilities)."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.proj = torch.nn.Linear(48, 8)
-        self.cls = torch.nn.Linear(8, 5)
-
-    def forward(self, x: torch.Tensor, return_features: bool = False, no_output_bias: bool = False) -> torch.Tensor:
-        f = self.proj(torch.nn.functional.adaptive_avg_pool2d(x.float() / 255.0, 4).flatten(1))
-        return f if return_features else self.cls(f).softmax(-1)
-
-
 @pytest.fixture
 def inception(tmp_path):
-    path = tmp_path / "inception.pt"
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", DeprecationWarning)
-        torch.jit.script(FakeInception()).save(str(path))
-    return path
+    return save_fake_inception(tmp_path / "inception.pt")
 
 
 def test_fid_is_from_a_torchscript_inception_by_path(inception):

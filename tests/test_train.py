@@ -7,10 +7,8 @@ import dataclasses
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 import typing
 from pathlib import Path
 
@@ -22,7 +20,7 @@ from facecorpus.trainer import config as C
 from facecorpus.trainer.checkpoint import resolve_config
 from facecorpus.trainer.config import RunConfig, model_preset
 from facecorpus.trainer.model import Talk2Face
-from runs import save_run
+from runs import kill_when_published, save_run
 from shardkit import ATTRIBUTES, CAPTIONS, IDENTITY, record, stream_shards, write_shards
 
 from facecorpus import vocab
@@ -53,18 +51,6 @@ def torchrun(shards: Path, out: Path, *extra: str, wait: bool = True):
 def losses(run: Path) -> dict[int, tuple[float, float]]:
     lines = [json.loads(x) for x in (run / "train.jsonl").read_text().splitlines()]
     return {r["step"]: (r["loss"], r["grad_norm"]) for r in lines if "loss" in r}
-
-
-def kill_when_published(proc: subprocess.Popen, step_dir: Path, timeout: float = 150) -> bool:
-    """SIGKILL the process group as soon as `step_dir` is published; False if the run ended first."""
-    end = time.monotonic() + timeout
-    while proc.poll() is None and not step_dir.is_dir() and time.monotonic() < end:
-        time.sleep(0.02)
-    if proc.poll() is not None:
-        return False
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    return True
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Click command `evaluate`: the papers' protocols on held-out shards -> eval.json + eval.md."""
+"""Click command `evaluate`: the papers' protocols, or a VQGAN's reconstructions -> eval.json + eval.md."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from .generate_cli import progress_bar
 
 # What `--task all` runs: the tasks of the model's own paper (Talk2Face's Tables 2-4; GPTFace's Table 2).
 FAMILY_TASKS = {"talk2face": ev.TASKS, "gptface": tuple(FEWSHOT_TASKS)}
+RECONSTRUCTION = "reconstruction"   # a VQGAN's task (trainer/vqgan_eval.py), not the papers'
 
 
 def parse_fractions(value: str | None) -> tuple[float, ...] | None:
@@ -44,18 +45,27 @@ def family_tasks(tasks: tuple[str, ...], loaded) -> list[str]:
 
 @click.command()
 @click.argument("ckpt", metavar="CKPT", callback=storage.fetch_param)
-@click.option("--shards", metavar="PATH|URI", callback=storage.fetch_param, required=True,
-              help="Shard folder (index.json) holding the held-out splits.")
-@click.option("--task", "tasks", multiple=True, type=click.Choice([*ev.TASKS, *FEWSHOT_TASKS, "all"]), default=("all",),
+@click.option("--shards", metavar="PATH|URI", callback=storage.fetch_param,
+              help="Shard folder (index.json) holding the held-out splits (every task but reconstruction).")
+@click.option("--task", "tasks", multiple=True, type=click.Choice([*ev.TASKS, *FEWSHOT_TASKS, "all", RECONSTRUCTION]),
+              default=("all",),
               show_default=True,
               help="Talk2Face's (Talk2Face runs): age (CACD MAE), expression (AffectNet acc.), race (FairFace acc.), "
                    "celeba (40 attributes, mean acc.), caption (CelebAText-HQ BLEU-4/ROUGE-L/METEOR/CIDEr), text2face "
                    "(FID/IS). GPTFace's few-shot linear probe (either family): celeba-attributes (mean acc. over the "
-                   "40), rafdb (7-class acc.). all: the model's own paper's tasks. Repeatable.")
+                   "40), rafdb (7-class acc.). all: the model's own paper's tasks. Repeatable. reconstruction: CKPT is a "
+                   "train-vqgan run, scored on --manifest's --split (PSNR, SSIM, LPIPS, rFID, codebook usage).")
 @click.option("--fractions", help="Few-shot: comma-separated fractions of the train split's images to fit the probe "
                                   "on (default: the paper's, 0.01,0.1,1.0 for celeba-attributes and 0.2,0.5,1.0 "
                                   "for rafdb).")
-@click.option("--split", default="test", show_default=True, help="Held-out split of the analysis and caption tasks.")
+@click.option("--manifest", metavar="PATH|URI", callback=storage.fetch_param,
+              help="reconstruction: the manifest whose --split images the VQGAN reconstructs.")
+@click.option("--lpips-vgg", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="reconstruction: torchvision's vgg16 weights file (vgg16-397923af.pth), for LPIPS.")
+@click.option("--lpips", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="reconstruction: LPIPS's linear-layer weights (vgg.pth, v0.1).")
+@click.option("--split", default="test", show_default=True,
+              help="Held-out split of the analysis, caption and reconstruction tasks.")
 @click.option("--limit", type=int, help="At most this many images per task (quick checks; the paper uses all).")
 @click.option("--rank", is_flag=True, help="Closed label sets: rank the split's values by likelihood instead of greedy decoding.")
 @click.option("--caption-dataset", default="celebatexthq", show_default=True)
@@ -75,10 +85,11 @@ def family_tasks(tasks: tuple[str, ...], loaded) -> list[str]:
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, or auto.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("eval"), show_default=True)
-def evaluate(ckpt, shards, tasks, fractions, split, limit, rank, caption_dataset, no_meteor, t2f_dataset, t2f_split,
-             n_faces, inception, real_images, top_k, temperature, seed, vqgan, vqgan_ckpt, batch_size, device, out):
+def evaluate(ckpt, shards, tasks, fractions, manifest, lpips_vgg, lpips, split, limit, rank, caption_dataset, no_meteor,
+             t2f_dataset, t2f_split, n_faces, inception, real_images, top_k, temperature, seed, vqgan, vqgan_ckpt,
+             batch_size, device, out):
     """Evaluate CKPT (a run of either family, a step folder or the released talk2face.bin) with the
-    papers' protocols.
+    papers' protocols, or a VQGAN trained by train-vqgan with `--task reconstruction --manifest M`.
 
     Writes OUT/eval.json (every score, sample counts, a few example answers; for the few-shot tasks
     each subset's size, seed and keys' sha256) and OUT/eval.md (tables laid out like the papers',
@@ -90,6 +101,16 @@ def evaluate(ckpt, shards, tasks, fractions, split, limit, rank, caption_dataset
     from .metrics import MetricsError
 
     console = Console(stderr=True)
+    if RECONSTRUCTION in tasks:
+        if len(tasks) > 1 or manifest is None:
+            raise click.UsageError("--task reconstruction scores a VQGAN run on --manifest M, alone (not with "
+                                   "the model's tasks)")
+        from . import vqgan_eval
+
+        settings = vqgan_eval.Settings(manifest, split, None, lpips_vgg, lpips, inception, limit, batch_size)
+        return reconstruction(console, ckpt, settings, device, out)
+    if shards is None:
+        raise click.UsageError("--shards is required for the model's tasks")
     settings = ev.Settings(shards, split, limit, rank, caption_dataset, not no_meteor, t2f_dataset, t2f_split, n_faces,
                            inception, real_images, Sampling(temperature, top_k), seed, batch_size,
                            parse_fractions(fractions))
@@ -119,6 +140,28 @@ def evaluate(ckpt, shards, tasks, fractions, split, limit, rank, caption_dataset
     (out / "eval.md").write_text(ev.markdown(results, f"ours ({loaded.title}, {Path(ckpt).name})"))
     summary(console, results)
     console.print(f"-> {out / 'eval.json'}, {out / 'eval.md'}")
+
+
+def reconstruction(console: Console, ckpt: Path, settings, device: str, out: Path) -> None:
+    """`--task reconstruction`: trainer/vqgan_eval.py's scores -> OUT/eval.json, eval.md, reconstructions.png."""
+    from . import inference, vqgan_eval
+    from .checkpoint import CheckpointError
+    from .lpips import LPIPSError
+    from .metrics import MetricsError
+    from .vqgan_data import ImageError
+
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        with progress_bar(console) as progress:
+            bar = progress.add_task("reconstruction", total=None)
+            result = vqgan_eval.evaluate(ckpt, settings, inference.resolve_device(device),
+                                         lambda n: progress.advance(bar, n), out)
+    except (CheckpointError, LPIPSError, ImageError, MetricsError, inference.InferenceError, ValueError) as err:
+        raise click.ClickException(str(err)) from err
+    (out / "eval.json").write_text(json.dumps(result, indent=2, default=str))
+    (out / "eval.md").write_text(vqgan_eval.markdown(result))
+    console.print(vqgan_eval.markdown(result))
+    console.print(f"-> {out / 'eval.json'}, {out / 'eval.md'}, {out / 'reconstructions.png'}")
 
 
 def summary(console: Console, results: dict) -> None:

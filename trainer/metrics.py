@@ -73,6 +73,14 @@ def caption_scores(refs: dict[str, list[str]], hyps: dict[str, str], meteor: boo
     return out
 
 
+# ---------------------------------------------------------------- reconstruction
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB of (B, C, H, W) images in [0, 1]: 10 log10(1 / MSE), at most 100 dB (identical)."""
+    mse = ((a.float() - b.float()) ** 2).mean(dim=(1, 2, 3))
+    return 10 * torch.log10(1 / mse.clamp_min(1e-10))
+
+
 # ---------------------------------------------------------------- FID / IS
 
 class InceptionFeatures(torch.nn.Module):
@@ -107,23 +115,32 @@ def load_inception(path: Path, device: str = "cpu") -> torch.nn.Module:
 
 
 @torch.no_grad()
-def fid_is(net: torch.nn.Module, real: list[torch.Tensor], fake: list[torch.Tensor], is_splits: int = 10) -> dict:
-    """Batches of uint8 (B,3,H,W) real and generated images -> FID and IS (mean, std) of the fakes."""
+def fid(net: torch.nn.Module, real: list[torch.Tensor], fake: list[torch.Tensor]) -> float:
+    """Batches of uint8 (B,3,H,W) real and generated images -> their FID on `net`'s pool features."""
     from torchmetrics.image.fid import FrechetInceptionDistance
-    from torchmetrics.image.inception import InceptionScore
 
     n_real, n_fake = sum(len(b) for b in real), sum(len(b) for b in fake)
     if n_real < 2 or n_fake < 2:
         raise MetricsError(f"FID needs at least 2 real and 2 generated images (got {n_real} and {n_fake})")
-    fid = FrechetInceptionDistance(feature=InceptionFeatures(net, "pool"), input_img_size=tuple(real[0].shape[1:]))
+    metric = FrechetInceptionDistance(feature=InceptionFeatures(net, "pool"), input_img_size=tuple(real[0].shape[1:]))
+    for b in real:
+        metric.update(b, real=True)
+    for b in fake:
+        metric.update(b, real=False)
+    return float(metric.compute())
+
+
+@torch.no_grad()
+def fid_is(net: torch.nn.Module, real: list[torch.Tensor], fake: list[torch.Tensor], is_splits: int = 10) -> dict:
+    """Batches of uint8 (B,3,H,W) real and generated images -> FID and IS (mean, std) of the fakes."""
+    from torchmetrics.image.inception import InceptionScore
+
+    value = fid(net, real, fake)
+    n_real, n_fake = sum(len(b) for b in real), sum(len(b) for b in fake)
     with warnings.catch_warnings():  # it keeps every feature row: 1,000 x 1,008 here, a few MB
         warnings.filterwarnings("ignore", ".*will save all extracted features", UserWarning)
         isc = InceptionScore(feature=InceptionFeatures(net, "logits"), splits=min(is_splits, n_fake))
-    for b in real:
-        fid.update(b, real=True)
     for b in fake:
-        fid.update(b, real=False)
         isc.update(b)
     is_mean, is_std = isc.compute()
-    return {"fid": float(fid.compute()), "is": float(is_mean), "is_std": float(is_std),
-            "n_real": n_real, "n_fake": n_fake}
+    return {"fid": value, "is": float(is_mean), "is_std": float(is_std), "n_real": n_real, "n_fake": n_fake}

@@ -125,7 +125,7 @@ def key_lines(sections: dict[str, type]) -> list[str]:
     lines = []
     for section, kind in sections.items():
         for f in dataclasses.fields(kind):
-            rule = kind.RULES.get(f.name) or kind.CHOICES.get(f.name)
+            rule = kind.RULES.get(f.name) or getattr(kind, "CHOICES", {}).get(f.name)
             valid = rule.describe() if isinstance(rule, Rule) else " | ".join(rule) if rule else ""
             lines.append(f"{section}.{f.name}={f.default}" + (f"  ({valid})" if valid else ""))
     return lines
