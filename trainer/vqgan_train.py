@@ -209,7 +209,7 @@ def _train(cfg: VQRunConfig, run: Path, rank: int, world: int, device: torch.dev
     while step < cfg.train.max_steps:
         batches = (vqgan_data.crop(next(data), cfg.data.crop, cfg.train.seed, rank, consumed + k * cfg.data.micro_batch)
                    for k in range(accum))
-        waited, z = _step(cfg, nets, ddp, batches, lpips, watch, sums, device, amp, step, accum, world)
+        waited, z = train_step(cfg, nets, ddp, batches, lpips, watch, sums, device, amp, step, accum, world)
         wait += waited
         step, consumed = step + 1, consumed + accum * cfg.data.micro_batch
         if cfg.train.reseed_interval and step % cfg.train.reseed_interval == 0:
@@ -227,7 +227,7 @@ def _train(cfg: VQRunConfig, run: Path, rank: int, world: int, device: torch.dev
     return _finish(run, logger, step, consumed, device, world)
 
 
-def _step(cfg, nets, ddp, batches, lpips, watch, sums: Sums, device, amp, step: int, accum: int, world: int):
+def train_step(cfg, nets, ddp, batches, lpips, watch, sums: Sums, device, amp, step: int, accum: int, world: int):
     """One optimizer step of both networks over `accum` micro-batches -> (seconds spent waiting for
     data, the last micro-batch's encoder outputs: what dead codes are re-seeded from)."""
     ae, disc, opt_ae, opt_disc = nets
