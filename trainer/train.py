@@ -177,9 +177,15 @@ def _print(rank: int, console, msg: str) -> None:
 
 def train(cfg: RunConfig, run: Path, console=None) -> dict:
     """Train (or resume, when `run` holds a checkpoint) until cfg.train.max_steps; returns a summary."""
+    return run_distributed(_train, cfg, run, console)
+
+
+def run_distributed(loop, cfg, run: Path, console) -> dict:
+    """`loop(cfg, run, rank, world, device, console)` in this process's place in the torchrun group
+    (or alone), the group torn down however it ends: every training command's entry."""
     rank, world, device = setup_distributed()
     try:
-        return _train(cfg, Path(run), rank, world, device, console)
+        return loop(cfg, Path(run), rank, world, device, console)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -66,12 +66,17 @@ def _train(ctx: click.Context, shards: Path, out: Path, shown: str, preset: str 
     except (ConfigError, CheckpointError, FormatError) as e:   # found once the shards are read: format, grid, identity
         raise click.ClickException(str(e)) from None
     if rank == 0:
-        table = Table(title=f"train -> {shown}" + (" (resumed)" if resuming else ""))
-        table.add_column("item")
-        table.add_column("value")
-        for k, v in result.items():
-            table.add_row(k, str(v))
-        console.print(table)
+        print_summary(console, f"train -> {shown}" + (" (resumed)" if resuming else ""), result)
 
 
 train.help = inspect.cleandoc(train.help or "") + "\n\n\b\nKeys, defaults and valid values:\n" + "\n".join(describe())
+
+
+def print_summary(console, title: str, result: dict) -> None:
+    """A training command's closing summary: one row per item of its result."""
+    table = Table(title=title)
+    table.add_column("item")
+    table.add_column("value")
+    for k, v in result.items():
+        table.add_row(k, str(v))
+    console.print(table)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 from .checkpoint import CheckpointError
 from .settings import ConfigError
+from .train_cli import print_summary
 from .vqgan_config import PRESETS, describe
 
 
@@ -52,13 +52,8 @@ def train_vqgan(ctx: click.Context, manifest: str, out: Path, preset: str | None
     except (ConfigError, CheckpointError, LPIPSError, ImageError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     if rank == 0:
-        table = Table(title=f"train-vqgan -> {out}" + (" (resumed)" if resuming else ""))
-        table.add_column("item")
-        table.add_column("value")
-        for k, v in result.items():
-            if k != "vqgan":
-                table.add_row(k, str(v))
-        console.print(table)
+        title = f"train-vqgan -> {out}" + (" (resumed)" if resuming else "")
+        print_summary(console, title, {k: v for k, v in result.items() if k != "vqgan"})
         console.print(f"tokenize with it: facecorpus tokenize {manifest} {result['vqgan']}", soft_wrap=True)
 
 

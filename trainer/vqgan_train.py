@@ -35,7 +35,7 @@ from facecorpus.preprocess import to_model_input
 from . import checkpoint, vqgan_data
 from .lpips import LPIPS
 from .metrics import psnr
-from .train import Logger, autocast_dtype, setup_distributed
+from .train import Logger, autocast_dtype, run_distributed
 from .vqgan_codebook import CodebookWatch, summed, usage_and_perplexity
 from .vqgan_config import VQRunConfig, apply_overrides
 from .vqgan_losses import autoencoder_loss, discriminator, discriminator_loss, gan_on
@@ -172,12 +172,7 @@ def resume(run: Path, rank: int, logger: VQLogger, nets, watch: CodebookWatch) -
 
 def train_vqgan(cfg: VQRunConfig, run: Path, console=None) -> dict:
     """Train (or resume, when `run` holds a checkpoint) until cfg.train.max_steps; returns a summary."""
-    rank, world, device = setup_distributed()
-    try:
-        return _train(cfg, Path(run), rank, world, device, console)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    return run_distributed(_train, cfg, run, console)
 
 
 def _train(cfg: VQRunConfig, run: Path, rank: int, world: int, device: torch.device, console) -> dict:
