@@ -1,7 +1,7 @@
 """The image tokenizer: a taming-transformers VQGAN, loaded strictly, without PyTorch Lightning.
 
-`load_vqgan("tiny-f16")` gives the small VQGAN shipped with the package (seeded weights, runs fast
-on CPU); `load_vqgan("ffhq-f16", ckpt=...)` the architecture of the Talk2Face VQGAN with the user's
+`load_vqgan("tiny-f16")` gives the small VQGAN shipped with the package (trained by `train-vqgan`
+on the sample trees' generated faces: docs/vqgan.md; runs fast on CPU); `load_vqgan("ffhq-f16", ckpt=...)` the architecture of the Talk2Face VQGAN with the user's
 weights; `load_vqgan("my.yaml", ckpt=...)` any taming config (a VQModel config, or the
 Net2NetTransformer config whose VQGAN sits under `model.params.first_stage_config`).
 
@@ -266,7 +266,7 @@ class VQGAN(torch.nn.Module):
 
 
 def build(config: dict, seed: int = 0) -> VQGAN:
-    """A VQGAN with seeded random weights (tests, benchmarks; the tiny preset's weights came from here)."""
+    """A VQGAN with seeded random weights (tests, benchmarks)."""
     torch.manual_seed(seed)
     return VQGAN(config).eval()
 
@@ -308,22 +308,3 @@ def load_vqgan(preset_or_config: str | Path, ckpt: str | Path | None = None, dev
         if compile:
             model.encoder = torch.compile(model.encoder, mode=None if compile is True else compile)
     return model
-
-
-def make_tiny_weights(out: Path, seed: int = 0) -> Path:
-    """Write the bundled tiny-f16 weights: seeded random layers, and a codebook drawn from the
-    encoder's own outputs on seeded smooth random images, so that images map to many different codes
-    (a purely random codebook sends almost every position to a handful of codes)."""
-    config = read_config(_data(PRESETS["tiny-f16"][0]))
-    model = build(config, seed)
-    gen = torch.Generator().manual_seed(seed)
-    # Smooth colour fields: low-resolution noise upsampled, like faces more than white noise is.
-    size = model.code_grid.resolution
-    x = torch.nn.functional.interpolate(torch.rand(16, 3, 8, 8, generator=gen) * 2 - 1, size=size, mode="bicubic")
-    with torch.no_grad():
-        z = model.quant_conv(model.encoder(x.clamp(-1, 1)))
-    z = z.permute(0, 2, 3, 1).reshape(-1, config["embed_dim"])
-    pick = torch.randperm(z.shape[0], generator=gen)[: config["n_embed"]]
-    model.quantize.embedding.weight.data.copy_(z[pick])
-    torch.save(model.state_dict(), out)
-    return out
