@@ -1,4 +1,5 @@
-"""The trainer's batches from shards: index checks, four balanced tasks, exact positions, uneven shards."""
+"""The trainer's batches from shards: index checks, four balanced tasks (or a chosen mix), exact positions,
+uneven shards."""
 
 from __future__ import annotations
 
@@ -54,6 +55,26 @@ def test_resume_position_is_exact(tmp_path):
     resumed = batches(spec(root, start_batch=4), 3)
     for a, b in zip(straight[4:], resumed):
         assert torch.equal(a["ids"], b["ids"]) and torch.equal(a["targets"], b["targets"])
+
+
+def test_a_task_mix_gives_each_task_its_share_and_resumes_exactly(tmp_path):
+    # The demo's mix: to-attributes twice, to-image from attributes and to-caption once; no caption->face.
+    root = stream_shards(tmp_path, {"caption": 8, "attributes": 9}, 4)
+    mix = ("face2attributes", "face2attributes", "attributes2face", "face2caption")
+    straight = batches(spec(root, tasks=mix), 7)
+    for b in straight:
+        assert torch.bincount(b["task"], minlength=len(TASKS)).tolist() == [2, 0, 4, 2]
+    resumed = batches(spec(root, tasks=mix, start_batch=4), 3)
+    for a, b in zip(straight[4:], resumed):
+        assert torch.equal(a["ids"], b["ids"]) and torch.equal(a["targets"], b["targets"])
+
+
+def test_attribute_tasks_alone_need_no_caption_samples(tmp_path):
+    root = stream_shards(tmp_path, {"attributes": 5}, 5)
+    (b,) = batches(spec(root, tasks=("face2attributes",), micro_batch=4), 1)
+    assert b["task"].tolist() == [TASKS.index("face2attributes")] * 4
+    with pytest.raises(fmt.FormatError, match="has no caption samples; the tasks face2caption, face2attributes read"):
+        batches(spec(root, tasks=("face2caption", "face2attributes")), 1)
 
 
 def test_worker_relabelling_continues_round_robin():

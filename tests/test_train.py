@@ -227,7 +227,9 @@ def test_resume_refuses_shards_from_another_vqgan(tmp_path):
     ("--train.grad_clip=-1", "train.grad_clip=-1.0: must be > 0, or 0 (off)"),
     ("--train.batch_size=0", "train.batch_size=0: must be >= 1"),
     ("--data.micro_batch=-4", "data.micro_batch=-4: must be >= 2"),
-    ("--data.micro_batch=6", "data.micro_batch=6: must be a multiple of 4 (four balanced tasks)"),
+    ("--data.micro_batch=6", "data.micro_batch=6: must be a multiple of 4 (data.tasks, in equal shares)"),
+    ("--data.tasks=face2attributes,face2face", "data.tasks='face2attributes,face2face': must be a comma-separated "
+     "list of face2caption, caption2face, face2attributes, attributes2face"),
     ("--train.log_interval=0", "train.log_interval=0: must be >= 1"),
     ("--train.ckpt_interval=0", "train.ckpt_interval=0: must be >= 1"),
     ("--train.eval_interval=-5", "train.eval_interval=-5: must be >= 1, or 0 (never)"),

@@ -5,9 +5,10 @@ of `G = world * W` reads one endless sample stream per kind (shards/stream.py: i
 kind's shards, seeded, positioned by one integer), so the data position is one integer per rank
 (micro-batches consumed).
 
-Each micro-batch takes `micro_batch / 2` caption samples (half face->caption, half caption->face)
-and `micro_batch / 2` attribute samples (half face->attributes, half attributes->face): every
-micro-batch, hence every global batch, holds exactly a quarter of each task.
+Each micro-batch holds `micro_batch / len(data.tasks)` sequences of each task of `data.tasks` (by
+default the four, each once: a quarter each; a task named twice gets twice the share), each from the
+next sample of its kind's stream (caption samples for face<->caption, attribute samples for
+face<->attributes): every micro-batch, hence every global batch, holds exactly the chosen mix.
 """
 
 from __future__ import annotations
@@ -24,9 +25,8 @@ from facecorpus.records import KINDS
 
 from .sequences import TASKS, SequenceBuilder, collate
 
-# (face->text, text->face) for each kind of record
-TASKS_OF_KIND = {"caption": (TASKS.index("face2caption"), TASKS.index("caption2face")),
-                 "attributes": (TASKS.index("face2attributes"), TASKS.index("attributes2face"))}
+# The kind of record each task reads (face->caption and caption->face read captions, ...).
+KIND_OF_TASK = {task: "caption" if "caption" in task else "attributes" for task in TASKS}
 STAT_KEYS = ("captions truncated", "caption ids dropped", "attribute texts subset", "attribute pairs dropped")
 
 
@@ -56,6 +56,12 @@ class StreamSpec:
     world: int = 1
     start_batch: int = 0       # micro-batches this rank consumed before (the checkpointed data position)
     check_sha256: bool = True  # hash each shard against index.json when it is read (its size is always checked)
+    tasks: tuple[str, ...] = TASKS   # the tasks of each micro-batch, in equal shares (data.tasks)
+
+
+def task_kinds(tasks: tuple[str, ...]) -> tuple[str, ...]:
+    """The kinds of record `tasks` read, in KINDS order."""
+    return tuple(k for k in KINDS if any(KIND_OF_TASK[t] == k for t in tasks))
 
 
 def worker_start(start_batch: int, physical: int, W: int) -> tuple[int, int]:
@@ -100,20 +106,23 @@ class BalancedStream(ShardBatches):
     def __init__(self, spec: StreamSpec):
         super().__init__()
         self.spec = spec
-        self.index = training_index(spec.shards, spec.split)
+        self.index = training_index(spec.shards, spec.split, task_kinds(spec.tasks),
+                                    f"the tasks {', '.join(spec.tasks)} read them")
 
     def _batches(self):
         sp = self.spec
         _, _, j, g, G = self.reader()
-        half = sp.micro_batch // 2
-        streams = {k: ShardSequence(self.index, self.index.select(sp.split, k), g, G, (sp.seed, i),
-                                    sp.shuffle_shards, sp.check_sha256).samples(j * half)
-                   for i, k in enumerate(KINDS)}
+        per = sp.micro_batch // len(sp.tasks)
+        # Samples of each kind one micro-batch takes: its stream's position is j times that.
+        take = {k: per * sum(KIND_OF_TASK[t] == k for t in sp.tasks) for k in task_kinds(sp.tasks)}
+        streams = {k: ShardSequence(self.index, self.index.select(sp.split, k), g, G, (sp.seed, KINDS.index(k)),
+                                    sp.shuffle_shards, sp.check_sha256).samples(j * n)
+                   for k, n in take.items()}
         builder = SequenceBuilder(sp.seq_len, self.index.grid)
         while True:
             rng = np.random.default_rng([sp.seed, 2, g, j])
-            instances = [_instance(builder, next(streams[kind]), kind, n * 2 // half, rng)
-                         for kind in KINDS for n in range(half)]
+            instances = [_instance(builder, next(streams[KIND_OF_TASK[task]]), task, rng)
+                         for task in sp.tasks for _ in range(per)]
             batch = collate(instances, sp.width, sp.loss_on)
             batch["stats"] = torch.tensor([builder.stats[k] for k in STAT_KEYS])
             builder.stats.clear()
@@ -121,8 +130,9 @@ class BalancedStream(ShardBatches):
             j += 1
 
 
-def _instance(builder: SequenceBuilder, s: fmt.Sample, kind: str, direction: int, rng: np.random.Generator):
-    """One training instance; `direction` 0 reads the face, 1 writes it."""
+def _instance(builder: SequenceBuilder, s: fmt.Sample, task: str, rng: np.random.Generator):
+    """One training instance of `task` (a name of TASKS) from sample `s`."""
+    kind = KIND_OF_TASK[task]
     where = f"{s.shard}: sample {fmt.show(s.key)}"
     if s.kind != kind:
         raise fmt.FormatError(f"{where} has kind {s.kind!r} inside a {kind} shard")
@@ -130,7 +140,7 @@ def _instance(builder: SequenceBuilder, s: fmt.Sample, kind: str, direction: int
         text = builder.caption(s.text) if kind == "caption" else builder.attributes(s.text, rng, where)
     except ValueError as exc:   # an attribute text that does not parse or fit: the data's fault
         raise fmt.FormatError(str(exc)) from None
-    return builder.build(TASKS_OF_KIND[kind][direction], s.codes, text)
+    return builder.build(TASKS.index(task), s.codes, text)
 
 
 def make_loader(dataset: ShardBatches) -> Iterator:

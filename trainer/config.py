@@ -70,6 +70,8 @@ class ModelConfig:
 
 
 GRID_RULE = Rule(low=1, zero="from the shards' code grid")
+# Talk2Face's four training tasks (trainer/sequences.py TASKS, which imports torch; config does not).
+TALK2FACE_TASKS = ("face2caption", "caption2face", "face2attributes", "attributes2face")
 
 
 @dataclass
@@ -204,6 +206,7 @@ class DataConfig:
     loss_on: str = "target"             # Talk2Face: "target" (segment 2) or "all" (every non-pad position, as released)
     gptface_records: str = "caption"    # GPTFace: which records train it: "caption", "attributes" or "both" (half each)
     check_sha256: bool = True           # hash each shard against index.json when read (sizes are always checked)
+    tasks: str = ",".join(TALK2FACE_TASKS)   # Talk2Face: each micro-batch's tasks in equal shares; one named twice gets twice the share
 
     RULES: ClassVar[dict] = {"seq_len": Rule(low=1, zero="derived from the code grid"), "pad_to_multiple": POSITIVE,
                              "micro_batch": Rule(low=2), "num_workers": NON_NEGATIVE, "shuffle_shards": POSITIVE}
@@ -211,6 +214,13 @@ class DataConfig:
 
     def __post_init__(self):
         check("data", self)
+        wrong = [t for t in self.task_names if t not in TALK2FACE_TASKS]
+        if wrong or not self.task_names:
+            fail("data", "tasks", self.tasks, "a comma-separated list of " + ", ".join(TALK2FACE_TASKS))
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        return tuple(t.strip() for t in self.tasks.split(",") if t.strip())
 
 
 @dataclass
@@ -268,13 +278,16 @@ class RunConfig:
     def __post_init__(self):
         if self.family == "gptface":
             self.masking = self.masking or MaskingConfig()
+            if self.data.task_names != TALK2FACE_TASKS:
+                fail("data", "tasks", self.data.tasks, "left alone for GPTFace (its records: data.gptface_records)")
             if self.data.gptface_records == "both" and self.data.micro_batch % 2:
                 fail("data", "micro_batch", self.data.micro_batch, "even with data.gptface_records='both' (half each)")
         else:
             if self.masking is not None:
                 raise ConfigError("masking: a Talk2Face run has no masking section (it is GPTFace's)")
-            if self.data.micro_batch % 4:
-                fail("data", "micro_batch", self.data.micro_batch, "a multiple of 4 (four balanced tasks)")
+            n = len(self.data.task_names)
+            if self.data.micro_batch % n:
+                fail("data", "micro_batch", self.data.micro_batch, f"a multiple of {n} (data.tasks, in equal shares)")
 
     @property
     def family(self) -> str:

@@ -12,10 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from facecorpus.records import KINDS
-
 from . import mfu
-from .batches import STAT_KEYS, BalancedStream, ShardBatches, StreamSpec
+from .batches import STAT_KEYS, BalancedStream, ShardBatches, StreamSpec, task_kinds
 from .config import RunConfig
 from .gptface import GPTFace
 from .gptface import param_summary as gptface_summary
@@ -75,7 +73,7 @@ class Talk2FaceFamily(Family):
         return Talk2Face(model_cfg)
 
     def kinds(self, cfg: RunConfig) -> tuple[str, ...]:
-        return KINDS   # both, for the four tasks
+        return task_kinds(cfg.data.task_names)   # both for the four tasks; data.tasks may need one
 
     def dataset(self, spec: StreamSpec, cfg: RunConfig, accum: int) -> ShardBatches:
         return BalancedStream(spec)

@@ -26,7 +26,9 @@ from facecorpus import textproto, vocab
 from facecorpus.codes import FFHQ_F16, CodeGrid
 from facecorpus.records import DATASETS
 
-TASKS = ("face2caption", "caption2face", "face2attributes", "attributes2face")
+from .config import TALK2FACE_TASKS
+
+TASKS = TALK2FACE_TASKS   # their names; a task's number is its place here
 # What the model is asked to produce -> the prompt that asks for it (the release's three prompts).
 PROMPTS = {"image": "to image", "caption": "to caption", "attributes": "to attributes"}
 # Text ids per sequence in the release: its 334 ids are the 262-id to-caption prefix (16x16 codes)
