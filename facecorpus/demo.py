@@ -1,8 +1,8 @@
 """`facecorpus demo OUT`: the whole job at toy scale, on generated sample data, with no downloads.
 
 Each stage lives beside the code it exercises and writes one folder of OUT (docs/design.md):
-raw -> manifest -> report -> cache + shards -> run -> samples, then GPTFace on the same shards
-(run-gptface, and an inpainted face in samples).
+raw -> manifest -> report -> cache + shards -> run -> eval -> samples, then GPTFace on the same
+shards (run-gptface, and an inpainted face in samples).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ STAGES = [
     ("report", "facecorpus.reports.demo:run"),
     ("tokenize, shard, verify", "facecorpus.shards.demo:run"),
     ("train, resume", "facecorpus.trainer.demo:run"),
-    ("generate", "facecorpus.trainer.demo_generate:run"),
+    ("evaluate", "facecorpus.trainer.demo_eval:run"),
+    ("samples", "facecorpus.trainer.demo_generate:run"),
     ("gptface: train, inpaint", "facecorpus.trainer.demo_gptface:run"),
 ]
 
@@ -31,7 +32,9 @@ STAGES = [
 @click.option("--seed", default=0, show_default=True, help="Seed for the generated sample data and training.")
 def demo(out_dir: Path, seed: int):
     """Run every stage on generated sample data into OUT_DIR (raw/, manifest/, report/, cache/,
-    shards/, run/, samples/). Uses local Ray, the bundled tiny VQGAN and a few CPU training steps."""
+    shards/, run/, eval/, samples/, run-gptface/). Uses local Ray and the bundled tiny VQGAN; trains
+    the tiny model for a few CPU minutes, scores it on held-out faces (eval/results.md) and draws
+    faces from attribute prompts (samples/faces.png)."""
     console = Console()
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = Table(title=f"facecorpus demo -> {out_dir}")

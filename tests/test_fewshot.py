@@ -3,7 +3,6 @@ frozen features, the paper's numbers beside ours, clear errors; end to end on th
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -126,20 +125,10 @@ def test_a_sample_without_a_label_is_named(tmp_path, runs):
 
 @pytest.fixture(scope="module")
 def demo_shards(tmp_path_factory) -> Path:
-    """The demo's shards (its sample raw trees, converted, tokenized by the bundled tiny-f16, sharded),
-    with 40 CelebA images instead of the demo's 2,000 (CPU encoding is the cost) and tokenized in this
-    process rather than on Ray: the same plan, preprocessing and cache."""
-    from facecorpus.converters import demo as convert_demo
-    from facecorpus.shards.demo import SAMPLES_PER_SHARD
-    from facecorpus.shards.writer import shard
-    from rich.console import Console
-    from tokenkit import tokenize_in_process
+    """The demo's shards at test scale (tests/demokit.py)."""
+    from demokit import demo_out
 
-    out = tmp_path_factory.mktemp("demo")
-    convert_demo.run(out, Console(file=io.StringIO()), seed=0, celeba_images=40)
-    tokenize_in_process(out / "manifest", out / "cache")
-    shard(out / "manifest", out / "cache", out / "shards", SAMPLES_PER_SHARD, 0)
-    return out / "shards"
+    return demo_out(tmp_path_factory.mktemp("demo")) / "shards"
 
 
 @pytest.mark.slow

@@ -208,19 +208,6 @@ def test_generate_cli_all_three_prompts(tmp_path):
     assert res.exit_code != 0 and "--key" in res.output
 
 
-def test_demo_stage_writes_a_face_and_a_caption(tmp_path):
-    import io
-
-    from facecorpus.trainer import demo_generate
-    from rich.console import Console
-
-    write_run(tmp_path, tiny())
-    result = demo_generate.run(tmp_path, Console(file=io.StringIO()), seed=0)
-    faces, captions = list((tmp_path / "samples").glob("*.png")), list((tmp_path / "samples").glob("*.txt"))
-    assert len(faces) == 1 and Image.open(faces[0]).size == (256, 256)
-    assert len(captions) == 1 and captions[0].read_text().endswith("\n") and result["face"] == str(faces[0])
-
-
 def test_static_decode_step_matches_the_growing_cache():
     """`decode_step` (fixed shapes, device position, attention over every slot) gives the states of
     `hidden` with the growing cache, step by step, even in a cache with stale slots from a longer

@@ -60,15 +60,15 @@ class EvaluationError(ValueError):
 
 # ---------------------------------------------------------------- reading shards
 
-def read_samples(shards: Path, split: str, kind: str, dataset: str) -> list[Sample]:
-    """Every sample of one dataset in the shards of (split, kind), sorted by key (a fixed order);
-    each shard checked against index.json and decoded by the shard format."""
+def read_samples(shards: Path, split: str, kind: str, dataset: str | None) -> list[Sample]:
+    """Every sample of one dataset (None: of every dataset) in the shards of (split, kind), sorted by
+    key (a fixed order); each shard checked against index.json and decoded by the shard format."""
     index = fmt.read_index(shards)
     index.check_vocab()
     chosen = index.select(split, kind)
-    out = [smp for e in chosen for smp in fmt.read_shard(index, e) if smp.dataset == dataset]
+    out = [smp for e in chosen for smp in fmt.read_shard(index, e) if dataset is None or smp.dataset == dataset]
     if not out:
-        raise EvaluationError(f"{shards}: no {dataset} {kind} samples in split {split!r} "
+        raise EvaluationError(f"{shards}: no {f'{dataset} ' if dataset else ''}{kind} samples in split {split!r} "
                               f"({len(chosen)} {split}/{kind} shards)")
     return sorted(out, key=lambda s: s.key)
 
@@ -93,7 +93,8 @@ def _answers(model, builder, codes, key: str, candidates: list[str] | None, batc
     return gen.generate_attribute(model, builder, codes, key, gen.GREEDY, None, batch_size, progress)
 
 
-def _score_one(model, builder, samples, dataset, attribute, metric, rank, batch_size, progress) -> dict:
+def score_attribute(model, builder, samples, dataset, attribute, metric, rank, batch_size, progress) -> dict:
+    """One attribute asked of every sample's image (`<dataset> <attribute>:`), scored against its label."""
     truth = [s.labels[attribute] for s in samples]
     candidates = sorted({textproto.format_value(v) for v in truth}) if rank else None
     answers = _answers(model, builder, codes_of(samples), f"{dataset} {attribute}:", candidates, batch_size, progress)
@@ -122,13 +123,13 @@ def evaluate_attributes(model, builder: SequenceBuilder, shards: Path, task: str
         if not samples:
             raise EvaluationError(f"{shards}: no {spec.dataset} {split} record has the label {spec.attribute!r}")
         return {"task": task, "dataset": spec.dataset, "split": split, "decoding": "rank" if rank else "greedy",
-                **_score_one(model, builder, samples, spec.dataset, spec.attribute, spec.metric, rank, batch_size,
+                **score_attribute(model, builder, samples, spec.dataset, spec.attribute, spec.metric, rank, batch_size,
                              progress)}
     names = sorted({n for s in samples for n in s.labels})
     per = {}
     for name in names:
         having = [s for s in samples if name in s.labels]
-        per[name] = _score_one(model, builder, having, spec.dataset, name, "accuracy", rank, batch_size, progress)
+        per[name] = score_attribute(model, builder, having, spec.dataset, name, "accuracy", rank, batch_size, progress)
     return {"task": task, "dataset": spec.dataset, "split": split, "decoding": "rank" if rank else "greedy",
             "accuracy": float(np.mean([r["accuracy"] for r in per.values()])), "n": len(samples),
             "attributes": len(per), "per_attribute": {k: round(v["accuracy"], 2) for k, v in per.items()}}
@@ -145,7 +146,7 @@ def attribute_work(shards: Path, task: str, split: str, limit: int | None) -> in
 
 # ---------------------------------------------------------------- captioning
 
-def caption_inputs(shards: Path, split: str, dataset: str, limit: int | None) -> tuple[list[Sample], dict]:
+def caption_inputs(shards: Path, split: str, dataset: str | None, limit: int | None) -> tuple[list[Sample], dict]:
     samples = read_samples(shards, split, "caption", dataset)
     refs: dict[str, list[str]] = defaultdict(list)
     for s in samples:
@@ -153,14 +154,18 @@ def caption_inputs(shards: Path, split: str, dataset: str, limit: int | None) ->
     return by_image(samples)[:limit], refs
 
 
-def evaluate_captions(model, builder: SequenceBuilder, shards: Path, split: str = "test", dataset: str = "celebatexthq",
-                      limit: int | None = None, meteor: bool = True, batch_size: int = 16, progress=None) -> dict:
+def evaluate_captions(model, builder: SequenceBuilder, shards: Path, split: str = "test", dataset: str | None = "celebatexthq",
+                      limit: int | None = None, meteor: bool = True, batch_size: int = 16, progress=None,
+                      n_examples: int = 5) -> dict:
+    """Greedy captions of the split's images of `dataset` (None: of every caption dataset) against
+    all their references; `n_examples` of them (generated beside references) in the result."""
     images, refs = caption_inputs(shards, split, dataset, limit)
     hyps = gen.generate_captions(model, builder, codes_of(images), gen.GREEDY, None, batch_size, progress)
     hyp_by_id = {s.image_id: h for s, h in zip(images, hyps)}
     scores = metrics.caption_scores({k: refs[k] for k in hyp_by_id}, hyp_by_id, meteor=meteor)
-    examples = [{"image_id": s.image_id, "generated": h, "reference": refs[s.image_id][0]} for s, h in zip(images[:5], hyps)]
-    return {"task": "caption", "dataset": dataset, "split": split, "decoding": "greedy", "n": len(images),
+    examples = [{"image_id": s.image_id, "generated": h, "reference": refs[s.image_id][0],
+                 "references": refs[s.image_id]} for s, h in zip(images[:n_examples], hyps)]
+    return {"task": "caption", "dataset": dataset or "all", "split": split, "decoding": "greedy", "n": len(images),
             "references_per_image": round(sum(len(refs[s.image_id]) for s in images) / len(images), 2),
             **scores, "examples": examples}
 

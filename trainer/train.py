@@ -11,6 +11,8 @@ released Talk2Face recipe, and why:
 
 from __future__ import annotations
 
+import functools
+
 import contextlib
 import json
 import os
@@ -175,9 +177,10 @@ def _print(rank: int, console, msg: str) -> None:
         console.print(msg)
 
 
-def train(cfg: RunConfig, run: Path, console=None) -> dict:
-    """Train (or resume, when `run` holds a checkpoint) until cfg.train.max_steps; returns a summary."""
-    return run_distributed(_train, cfg, run, console)
+def train(cfg: RunConfig, run: Path, console=None, on_step=None) -> dict:
+    """Train (or resume, when `run` holds a checkpoint) until cfg.train.max_steps; returns a summary.
+    `on_step(step)`, when given, is called after every optimizer step (a progress bar)."""
+    return run_distributed(functools.partial(_train, on_step=on_step), cfg, run, console)
 
 
 def run_distributed(loop, cfg, run: Path, console) -> dict:
@@ -217,7 +220,7 @@ def _barrier() -> None:
         dist.barrier()
 
 
-def _train(cfg: RunConfig, run: Path, rank: int, world: int, device: torch.device, console) -> dict:
+def _train(cfg: RunConfig, run: Path, rank: int, world: int, device: torch.device, console, on_step=None) -> dict:
     accum = accumulation_steps(cfg, world)
     family = family_of(cfg)
     kinds = family.kinds(cfg)
@@ -240,7 +243,7 @@ def _train(cfg: RunConfig, run: Path, rank: int, world: int, device: torch.devic
     model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
     spec = StreamSpec(cfg.data.shards, cfg.data.split, cfg.data.seq_len, batch_width(cfg), cfg.data.micro_batch,
                       cfg.data.num_workers, cfg.data.shuffle_shards, cfg.data.loss_on, cfg.train.seed,
-                      rank, world, batches, cfg.data.check_sha256)
+                      rank, world, batches, cfg.data.check_sha256, cfg.data.task_names)
     loader = make_loader(family.dataset(spec, cfg, accum))
     held_out = val_batches(family, cfg, index, spec, accum, logger)
     amp = autocast_dtype(cfg, device)
@@ -268,6 +271,8 @@ def _train(cfg: RunConfig, run: Path, rank: int, world: int, device: torch.devic
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         step, batches = step + 1, batches + accum
+        if on_step is not None:
+            on_step(step)
 
         last = step == cfg.train.max_steps
         if step % cfg.train.log_interval == 0 or last:
