@@ -1,8 +1,9 @@
 """Demo stage `train`: the tiny model learns the demo's faces <-> text on OUT/shards, into OUT/run,
 with a progress bar; stopped halfway and resumed (exactly) from its checkpoint, as a real run would.
 
-The recipe (docs/design.md, "Demo"): most of each batch asks for attributes of a face (what the
-evaluation stage scores), the rest draws faces from attributes (the sample grid) and captions faces.
+The recipe (why: docs/design.md, "The demo's recipe"): half of each batch asks a face for its
+attributes (what OUT/eval scores), a quarter draws faces from attributes (OUT/samples/faces.png), a
+quarter captions faces (OUT/samples/captions.md); no caption->face, the demo has a few dozen captions.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from . import checkpoint
 from .config import RunConfig, apply_overrides
 from .train import train
 
-STEPS = 300
+STEPS = 150   # about 2-3 minutes on an idle 2-core machine (estimated: docs/design.md)
 DEMO_OVERRIDES = ["--data.tasks=face2attributes,face2attributes,attributes2face,face2caption",
                   "--train.batch_size=16", "--data.micro_batch=16", "--data.num_workers=0",
-                  "--train.lr=3e-3", "--train.warmup_steps=10", "--train.log_interval=50", "--train.ckpt_interval=100000",
+                  "--train.lr=3e-3", "--train.warmup_steps=10", "--train.log_interval=25", "--train.ckpt_interval=100000",
                   "--train.precision=fp32", "--train.keep_checkpoints=2", "--train.eval_interval=0"]
 
 
