@@ -38,7 +38,9 @@ def test_overrides_reach_every_gptface_section():
      "data.gptface_records='all': must be one of 'caption', 'attributes', 'both'"),
     ("gptface-tiny", "--data.micro_batch=1", "data.micro_batch=1: must be >= 2"),
     ("gptface-tiny", "--train.lr=1e-4", "train.warmup_from=0.0002: must be <= train.lr=0.0001"),
-    ("tiny", "--data.micro_batch=6", "data.micro_batch=6: must be a multiple of 4 (four balanced tasks)"),
+    ("tiny", "--data.micro_batch=6", "data.micro_batch=6: must be a multiple of 4 (data.tasks, in equal shares)"),
+    ("gptface-tiny", "--data.tasks=face2attributes",
+     "data.tasks='face2attributes': must be left alone for GPTFace (its records: data.gptface_records)"),
 ])
 def test_wrong_settings_name_the_key(preset, override, message):
     with pytest.raises(ConfigError) as err:

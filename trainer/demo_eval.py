@@ -110,7 +110,7 @@ def run(out: Path, console, seed: int = 0) -> dict:
         caption = evaluate.evaluate_captions(model, builder, shards, "test", None, meteor=False, batch_size=32,
                                              progress=lambda n: bars.advance(task, n), n_examples=10**6)
     recon = reconstruction_psnr(out / "manifest", vqgan)
-    results = {"model": str(loaded.source.relative_to(out)), "attributes": attributes, "caption": caption,
+    results = {"model": f"run/{loaded.source.name}", "attributes": attributes, "caption": caption,
                "vqgan": recon}
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(folder / "results.json", json.dumps(results, indent=2) + "\n")
