@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -38,6 +39,18 @@ def table(title: str, items: dict) -> Table:
     return t
 
 
+def _json_object(value: str | None, option: str) -> dict | None:
+    if value is None:
+        return None
+    try:
+        parsed = json.loads(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON ({exc})", param_hint=option) from None
+    if not isinstance(parsed, dict):
+        raise click.BadParameter("must be a JSON object such as '{\"py_modules\": [...]}'", param_hint=option)
+    return parsed
+
+
 @click.command()
 @click.argument("manifest", metavar="MANIFEST", callback=storage.fetch_param)
 @click.option("--vqgan", "vqgan", default="tiny-f16", show_default=True,
@@ -52,6 +65,10 @@ def table(title: str, items: dict) -> Table:
                    "default: Ray inside this process, ended with it. A cluster with token authentication "
                    "(Ray >= 2.59's default once a token exists) needs RAY_AUTH_MODE=token and its token here "
                    "(~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN).")
+@click.option("--ray-runtime-env", callback=lambda _ctx, _p, v: _json_object(v, "--ray-runtime-env"),
+              help="With --ray-address: Ray's runtime environment for this run's workers, as JSON, when the "
+                   "nodes lack facecorpus, e.g. '{\"py_modules\": [\"dist/facecorpus-0.1.0-py3-none-any.whl\"]}' "
+                   "(docs/cluster.md). Every node's workers are checked to import facecorpus before any image is read.")
 @click.option("--allow-outside-links", is_flag=True,
               help="Read images whose path resolves (through a symlink) outside their dataset's raw folder; "
                    "by default they are refused and ledgered (stage `refused`). Either way they are counted.")
@@ -74,7 +91,7 @@ def table(title: str, items: dict) -> Table:
               help="Images per cache part written: the most a killed run loses.")
 @click.option("--raw-root", metavar=LOCATION, callback=storage.location_param,
               help="Where the raw dataset folders are now (RAW_ROOT/celeba, ...), if they moved since `convert`.")
-def tokenize(manifest, vqgan, ckpt, cache, ray_address, allow_outside_links, compile_, inflight, engine,
+def tokenize(manifest, vqgan, ckpt, cache, ray_address, ray_runtime_env, allow_outside_links, compile_, inflight, engine,
              trust_checkpoint, batch_size, actors, cpus_per_actor, part_rows, raw_root):
     """Encode every unique image of MANIFEST once with a VQGAN into the token cache.
 
@@ -96,7 +113,8 @@ def tokenize(manifest, vqgan, ckpt, cache, ray_address, allow_outside_links, com
 
     console = Console(stderr=True)
     opts = Options(vqgan=str(vqgan), ckpt=str(ckpt) if ckpt else None, trust_checkpoint=trust_checkpoint, compile=compile_ or "",
-                   inflight=inflight, engine=engine, ray_address=ray_address, batch_size=batch_size, actors=actors,
+                   inflight=inflight, engine=engine, ray_address=ray_address,
+                   ray_runtime_env=ray_runtime_env, batch_size=batch_size, actors=actors,
                    cpus_per_actor=cpus_per_actor,
                    part_rows=part_rows, allow_outside_links=allow_outside_links, raw_root=raw_root)
     try:

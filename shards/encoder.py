@@ -129,7 +129,8 @@ class Encoder:
             except Exception as exc:  # noqa: BLE001 - find which image(s) broke the batch
                 retried[idx] = 1
                 self._bisect(batch["pixels"], idx, exc, codes, stage, message)
-        return {"image_id": batch["image_id"], "path": batch["path"], "codes": codes, "outside": batch["outside"],
+        # The read stage's columns ride along (image_id, path, outside, node...); pixels become codes.
+        return {**{k: v for k, v in batch.items() if k != "pixels"}, "codes": codes,
                 "stage": np.array(stage, dtype=object), "message": np.array(message, dtype=object),
                 "retried": retried}
 

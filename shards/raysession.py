@@ -8,6 +8,12 @@ RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token). Ray deliberately never sends a token 
 given explicitly unless told to, and neither does facecorpus; a join that fails is one RayJoinError
 line that says what to do.
 
+A cluster's workers must import facecorpus: install the same facecorpus on every node, or ship it
+with the job through Ray's runtime environment (`--ray-runtime-env '{"py_modules": [WHEEL]}'`;
+docs/cluster.md). Right after joining, one task per node imports the package there
+(`check_workers`), so a node that cannot is named in one line before any image is read, instead of
+an actor's traceback minutes later.
+
 Without an address, Ray starts inside this process (`address="local"`: never a cluster that
 RAY_ADDRESS or /tmp/ray/ray_current_cluster points to), watched by raywatch so that none of its
 processes outlives this one, however this one ends.
@@ -32,17 +38,19 @@ class RayJoinError(ValueError):
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None):
+def ray_session(address: str | None, runtime_env: dict | None = None):
     """Ray for the duration of the block: the caller's if Ray already runs in this process (tests,
-    benchmarks and notebooks end their own), else the cluster at `address`, else an embedded one."""
+    benchmarks and notebooks end their own), else the cluster at `address` (with `runtime_env` for
+    this job's workers, Ray's own dict), else an embedded one."""
     import ray
 
     if ray.is_initialized():
         yield
         return
     if address:
-        join(address)
+        join(address, runtime_env)
         try:
+            check_workers(address)
             yield
         finally:
             ray.shutdown()  # disconnects this driver; the cluster runs on
@@ -81,7 +89,7 @@ def _tell(watchdog: subprocess.Popen, session_dir: str) -> None:
             watchdog.poll(), session_dir)
 
 
-def join(address: str) -> None:
+def join(address: str, runtime_env: dict | None = None) -> None:
     """Connect this driver to the running cluster at `address`, or raise one RayJoinError line."""
     import ray
 
@@ -90,7 +98,7 @@ def join(address: str) -> None:
             # Ray's C++ client logs each of its ~20 connection attempts to stderr: held back, and
             # shown only if the join succeeds (then they are Ray's notes, not a failure's noise).
             with _stderr_to(log):
-                ray.init(address=address, **_QUIET)
+                ray.init(address=address, runtime_env=runtime_env, **_QUIET)
         except Exception as exc:  # noqa: BLE001 - every way a join fails becomes one line for the user
             log.seek(0)
             raise _join_error(address, exc, log.read().decode(errors="replace")) from None
@@ -134,3 +142,46 @@ def _join_error(address: str, exc: BaseException, log: str = "") -> RayJoinError
         return RayJoinError(f"{at}: {first}. Start one with `ray start --head` there, check HOST:PORT (port 6379 "
                             "for `ray start --head`), or leave out --ray-address to run Ray inside this process.")
     return RayJoinError(f"{at}: {type(exc).__name__}: {first}")
+
+
+WORKER_HELP = ("install this facecorpus on every node (`pip install facecorpus==VERSION`, or the same "
+               "checkout with `pip install -e .`), or ship it with the job: --ray-runtime-env "
+               "'{\"py_modules\": [\"dist/facecorpus-VERSION-py3-none-any.whl\"]}' (docs/cluster.md)")
+PROBED = "facecorpus.shards.reading"  # what a read task imports first; light: no torch
+
+
+def _answer(ray, ref) -> str:
+    try:
+        return ray.get(ref)
+    except Exception as exc:  # noqa: BLE001 - a probe that cannot even run there is that node's answer
+        return f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+
+
+def check_workers(address: str) -> None:
+    """Import facecorpus in a worker of every alive node; RayJoinError names each node that cannot.
+    The probe is a nested function, so cloudpickle ships its code by value: a worker without
+    facecorpus can run it (a module-level function would fail to unpickle there, unexplained)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    def probe(module: str) -> str:
+        import importlib
+
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # noqa: BLE001 - any import failure is the answer
+            return f"{type(exc).__name__}: {exc}"
+        return ""
+
+    remote = ray.remote(probe)
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    refs = [remote.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+            .remote(PROBED) for n in nodes]
+    answers = [_answer(ray, ref) for ref in refs]
+    bad = [f"{n['NodeManagerAddress']} (node {n['NodeID'][:8]}): {a[:200]}" for n, a in zip(nodes, answers) if a]
+    if bad:
+        from facecorpus import __version__
+
+        raise RayJoinError(f"Ray workers of the cluster at {address} cannot import {PROBED} on "
+                           f"{len(bad)} of {len(nodes)} nodes: {'; '.join(bad[:3])}. "
+                           + WORKER_HELP.replace("VERSION", __version__))

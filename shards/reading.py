@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import io
 import os
+import socket
 import stat
+import sys
 from typing import BinaryIO, NamedTuple
 
 import numpy as np
@@ -185,4 +187,14 @@ def read_batch(batch: dict, size: int, allow_outside: bool = False) -> dict:
             if read.pixels is not None:
                 pixels[i] = read.pixels
     return {"image_id": batch["image_id"], "path": batch["path"], "pixels": pixels, "outside": outside,
-            "stage": np.array(stage, dtype=object), "message": np.array(message, dtype=object)}
+            "stage": np.array(stage, dtype=object), "message": np.array(message, dtype=object),
+            "node": np.full(n, node(), dtype=object)}
+
+
+def node() -> str:
+    """Where this read task runs, for the summary's images per node (did every node of a cluster
+    read?): the Ray node's id inside Ray, else the host's name. Never imports Ray."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        return ray.get_runtime_context().get_node_id()
+    return socket.gethostname()

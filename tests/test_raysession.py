@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 
+import raycluster
 from tokenkit import make_manifest
 
 CLI = [sys.executable, "-c", "from facecorpus.cli import main; main()"]
@@ -43,23 +41,6 @@ time.sleep(600)
 """
 
 
-def _tree(pid: int) -> list[psutil.Process]:
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
-
-
-def _end(processes: list[psutil.Process]) -> None:
-    """Test hygiene: SIGKILL what a failed test left behind, by the PIDs it recorded."""
-    for p in processes:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(processes, timeout=10)
-
-
 def test_watchdog_ends_a_killed_drivers_session_processes_and_only_those(tmp_path):
     session = str(tmp_path / "session_2026-01-01_00-00-00_000000_1")
     driver = subprocess.Popen([sys.executable, "-c", FAKE_DRIVER, session], stdout=subprocess.PIPE)
@@ -78,7 +59,7 @@ def test_watchdog_ends_a_killed_drivers_session_processes_and_only_those(tmp_pat
         psutil.Process(pids["watchdog"]).wait(timeout=10)  # its work done, it exits
     finally:
         driver.kill()
-        _end(left)
+        raycluster.end(left)
 
 
 @pytest.mark.slow
@@ -93,7 +74,7 @@ def test_kill_9_of_tokenize_leaves_no_ray_process_of_that_run(tmp_path):
         while not list((cache / "codes").glob("*.parquet")) and proc.poll() is None and time.monotonic() < end:
             time.sleep(0.1)
         assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-        tree = _tree(proc.pid)  # THAT run's processes, by PID: Ray's head, agents, workers, the watchdog
+        tree = raycluster.tree(proc.pid)  # THAT run's processes, by PID: Ray's head, agents, workers, the watchdog
         names = " ".join(p.name() for p in tree)
         assert "raylet" in names and "gcs_server" in names, names
         os.kill(proc.pid, signal.SIGKILL)  # the driver alone, as a user's `kill -9 PID` does
@@ -104,49 +85,14 @@ def test_kill_9_of_tokenize_leaves_no_ray_process_of_that_run(tmp_path):
     finally:
         proc.kill()
         proc.wait()
-        _end(tree)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        raycluster.end(tree)
 
 
 @pytest.fixture
 def token_head():
-    """A Ray head started as a user does, `ray start --head --block`, on this machine: its own ports,
-    temp folder and HOME (holding a token, as ~/.ray/auth_token does after any local `ray.init()`), so
-    Ray turns token authentication on. Ended by its PID (its --block process stops the rest)."""
-    home = Path(tempfile.mkdtemp(prefix="fc-home-"))
-    temp = Path(tempfile.mkdtemp(prefix="fcr-", dir="/tmp"))  # short: Ray's socket paths have a length limit
-    (home / ".ray").mkdir()
-    (home / ".ray" / "auth_token").write_text(secrets.token_hex(32))
-    port = _free_port()
-    env = {**os.environ, "HOME": str(home)}
-    env.pop("RAY_AUTH_MODE", None)
-    env.pop("RAY_ADDRESS", None)
-    head = subprocess.Popen(
-        [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", f"--port={port}",
-         "--node-ip-address=127.0.0.1", f"--temp-dir={temp}", "--num-cpus=1", "--include-dashboard=false",
-         f"--dashboard-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}",
-         "--disable-usage-stats"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    tree = []
-    try:
-        end = time.monotonic() + 120
-        while not (temp / "ray_current_cluster").exists() and head.poll() is None and time.monotonic() < end:
-            time.sleep(0.2)
-        assert head.poll() is None and (temp / "ray_current_cluster").exists(), head.stderr.read().decode()[-2000:]
-        tree = _tree(head.pid)
-        yield {"address": f"127.0.0.1:{port}", "env": env}
-    finally:
-        tree = list({p.pid: p for p in tree + _tree(head.pid)}.values())
-        head.terminate()  # `ray start --block` stops its processes, but waits long on agents that ignore SIGTERM
-        try:
-            head.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            head.kill()
-        _end(tree)
+    """A Ray head started as a user does, `ray start --head --block`, on this machine (tests/raycluster.py)."""
+    with raycluster.node(raycluster.token_home()) as head:
+        yield head
 
 
 def _tokenize(manifest: Path, cache: Path, address: str, env: dict) -> subprocess.CompletedProcess:
@@ -177,3 +123,16 @@ def test_a_join_with_nobody_there_is_one_line(tmp_path):
     lines = r.output.strip().splitlines()
     assert r.exit_code == 1 and len(lines) == 1 and "Traceback" not in r.output  # main: a traceback
     assert lines[0].startswith("Error: cannot join the Ray cluster at ray://127.0.0.1:1: ray:// (Ray Client)")
+
+
+def test_a_runtime_environment_is_a_json_object_for_a_joined_cluster(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+    from facecorpus.shards.cli import tokenize as tokenize_cmd
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    manifest = make_manifest(tmp_path, 1, broken=False, captions=False)
+    args = [str(manifest), "--cache", str(tmp_path / "c"), "--ray-runtime-env"]
+    r = CliRunner().invoke(tokenize_cmd, args + ['["dist/facecorpus.whl"]'])
+    assert r.exit_code == 2 and "must be a JSON object" in r.output  # main: no such option
+    r = CliRunner().invoke(tokenize_cmd, args + ['{"py_modules": ["dist/facecorpus.whl"]}'])
+    assert r.exit_code == 1 and "it needs --ray-address" in r.output
