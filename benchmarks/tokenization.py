@@ -46,7 +46,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from facecorpus.shards import localengine
-from facecorpus.shards.tokenization import Options, plan, tokenize
+from facecorpus.shards.plan import plan
+from facecorpus.shards.tokenization import Options, tokenize
 from facecorpus.trainer import mfu
 from tokenkit import make_manifest, null_vqgan
 

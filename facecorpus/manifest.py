@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -99,14 +100,46 @@ def partition_rows(out: Path, dataset: str) -> int:
     return pq.ParquetFile(path).metadata.num_rows if path.is_file() else 0
 
 
-def read_table(manifest: Path, datasets: list[str] | None = None, columns: list[str] | None = None) -> pa.Table:
-    """All partitions (or those of `datasets`), checked: schema, nulls, keys unique across partitions."""
-    manifest = Path(manifest)
-    files = sorted(manifest.glob("*.parquet"))
+def _files(manifest: Path, datasets: list[str] | None = None) -> list[Path]:
+    files = sorted(Path(manifest).glob("*.parquet"))
     if datasets is not None:
         files = [f for f in files if f.stem in datasets]
     if not files:
         raise ManifestError(f"{manifest}: no <dataset>.parquet files (is this a manifest folder?)")
+    return files
+
+
+def iter_batches(manifest: Path, columns: list[str], rows: int = 65_536) -> Iterator[pa.RecordBatch]:
+    """`columns` of every partition, `rows` records at a time, in file order: memory bounded by a batch
+    however big the manifest (tokenize and shard stream it twice). Each batch is checked for its
+    columns' types and nulls and its partition's dataset; the whole-table checks (unique keys) are
+    read_table's, run when the manifest is written."""
+    want = pa.schema([SCHEMA.field(c) for c in columns])
+    for f in _files(manifest):
+        if not is_dataset(f.stem):
+            raise ManifestError(f"{f}: not a dataset's partition ({f.stem!r} is no dataset name)")
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=rows, columns=columns):
+            try:
+                batch = batch.cast(want)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError, KeyError) as exc:
+                raise ManifestError(f"{f}: columns {columns} differ from facecorpus.records.SCHEMA: {exc}") from exc
+            for name in set(columns) & set(NOT_NULL):
+                if batch.column(name).null_count:
+                    raise ManifestError(f"{f}: column {name!r} has {batch.column(name).null_count} nulls")
+            if "dataset" in columns and pc.any(pc.not_equal(batch.column("dataset"), f.stem)).as_py():
+                raise ManifestError(f"{f}: partition holds records of another dataset than {f.stem!r}")
+            yield batch
+
+
+def count_records(manifest: Path) -> int:
+    """Records in all partitions, from the Parquet footers alone."""
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in _files(manifest))
+
+
+def read_table(manifest: Path, datasets: list[str] | None = None, columns: list[str] | None = None) -> pa.Table:
+    """All partitions (or those of `datasets`), checked: schema, nulls, keys unique across partitions."""
+    manifest = Path(manifest)
+    files = _files(manifest, datasets)
     tables = []
     for f in files:
         t = pq.read_table(f)

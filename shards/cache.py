@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -133,4 +134,19 @@ def read_codes(cache: Path, columns: list[str] | None = None) -> pa.Table:
 
 
 def cached_ids(cache: Path) -> set[str]:
+    """Every cached image_id as a set: for tests and small caches (tokenize and shard stream `iter_ids`)."""
     return set(read_codes(cache, ["image_id"]).column("image_id").to_pylist())
+
+
+def iter_ids(cache: Path) -> Iterator[list[str]]:
+    """Each part's image_ids, one part at a time: memory bounded by a part however big the cache."""
+    for part in parts(Path(cache) / "codes"):
+        yield pq.read_table(part, columns=["image_id"]).column(0).to_pylist()
+
+
+def cached_among(cache: Path, ids: set[str]) -> set[str]:
+    """Which of `ids` (a few, such as the ledger's) the cache holds, one part at a time."""
+    found: set[str] = set()
+    for part_ids in iter_ids(cache) if ids else ():
+        found.update(ids.intersection(part_ids))
+    return found

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from facecorpus.shards.cache import parts, write_part
+from facecorpus.shards.cache import cached_among, parts, write_part
 
 STAGES = ("refused", "read", "decode", "preprocess", "encode")
 SCHEMA = pa.schema([
@@ -46,3 +46,11 @@ def read_ledger(cache: Path, cached: set[str] | None = None) -> list[dict]:
             latest[row["image_id"]] = row
     cached = cached or set()
     return sorted((r for i, r in latest.items() if i not in cached), key=lambda r: r["image_id"])
+
+
+def current(cache: Path) -> list[dict]:
+    """The failures that count now: latest row per image_id, leaving out images since cached. Bounded
+    by the failures, not the cache: only the ledgered ids are looked up in the cache's parts."""
+    rows = read_ledger(cache)
+    cached = cached_among(cache, {r["image_id"] for r in rows})
+    return [r for r in rows if r["image_id"] not in cached]

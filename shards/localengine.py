@@ -18,13 +18,10 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import numpy as np
-import pandas as pd
 
+from facecorpus.shards import plan
 from facecorpus.shards.encoder import Encoder
 from facecorpus.shards.reading import read_batch
-
-COLUMNS = ("image_id", "path", "root", "bbox")  # what a read task gets of each plan row
-
 
 def layout(opts, gpu: bool, cpus: int) -> dict:
     """Readers, encoder batch, calls in flight and the encoder's threads: tokenization.py's defaults for
@@ -34,17 +31,17 @@ def layout(opts, gpu: bool, cpus: int) -> dict:
             "inflight": opts.inflight or (3 if gpu else 1), "threads": threads}
 
 
-def batches(todo: pd.DataFrame, opts, size: int, load_model, rows_for) -> Iterator[dict]:
-    """Encoded batches of `todo` (the Encoder's output dicts), in plan order. `rows_for(n, batch,
-    readers)`: images per read task (tokenization.read_rows)."""
+def batches(manifest, index, opts, size: int, load_model, rows_for) -> Iterator[dict]:
+    """Encoded batches of the plan (plan.py: `index` from scan; the Encoder's output dicts), in plan
+    order. `rows_for(n, batch, readers)`: images per read task (tokenization.read_rows)."""
     import torch
 
     cpus = os.cpu_count() or 1
     lay = layout(opts, torch.cuda.is_available(), cpus)
     encoder = Encoder(opts.vqgan, opts.ckpt, opts.trust_checkpoint, lay["threads"], opts.compile, load_model,
                       lay["batch"] if opts.compile else None)   # a compiled encoder keeps one shape
-    rows = rows_for(len(todo), lay["batch"], lay["readers"])
-    blocks = ({k: todo[k].to_numpy()[i:i + rows] for k in COLUMNS} for i in range(0, len(todo), rows))
+    rows = rows_for(index.todo, lay["batch"], lay["readers"])
+    blocks = plan.blocks(manifest, index, rows, opts.raw_root)  # streamed: never the whole plan at once
     read = functools.partial(read_batch, size=size, allow_outside=opts.allow_outside_links)
     spawn = multiprocessing.get_context("spawn")  # a fork would copy this process's CUDA state and threads
     with ProcessPoolExecutor(lay["readers"], mp_context=spawn) as readers, \

@@ -1,6 +1,7 @@
 """`facecorpus tokenize`: every unique image of a manifest, encoded once, on Ray Data.
 
-    manifest -> unique image_ids not in the cache -> [Ray tasks] read, decode, preprocess (uint8; reading.py)
+    manifest -> unique image_ids not in the cache, streamed in blocks (plan.py; on Ray by a Feeder actor)
+             -> [Ray tasks] read, decode, preprocess (uint8; reading.py)
              -> [actor pool, one GPU per actor when there are GPUs] VQGAN encode (encoder.py)
              -> driver: codes appended to the cache, failures to the ledger, part by part
 
@@ -17,39 +18,20 @@ runs the same stages without Ray on one machine (localengine.py).
 from __future__ import annotations
 
 import contextlib
-import os
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from facecorpus.shards import cache as cache_mod
-from facecorpus.shards import ledger, localengine
+from facecorpus.shards import digests, ledger, localengine
+from facecorpus.shards import plan as plan_mod
 from facecorpus.shards.encoder import Encoder
 from facecorpus.shards.raysession import ray_session
 from facecorpus.shards.reading import OK, REFUSED, read_batch
 
-from facecorpus import manifest as mf
-from facecorpus import storage
 from facecorpus.preprocess import POLICY
-
-
-def plan(manifest: Path, raw_root: Path | None = None) -> pd.DataFrame:
-    """One row per unique image_id: absolute path, its dataset's raw folder (resolved: reading.py
-    checks that the image resolves inside it) and face box ("x0,y0,x1,y1" or ""). The first record by
-    key names the file, so the plan does not depend on partition order. `raw_root`: where the raw
-    dataset folders are now, if they moved since `convert` (manifest.image_root)."""
-    table = mf.read_table(Path(manifest), columns=["key", "dataset", "image", "image_id", "bbox"])
-    df = table.to_pandas().sort_values("key", kind="stable").drop_duplicates("image_id")
-    roots = {d: mf.image_root(manifest, d, raw_root) for d in df["dataset"].unique()}
-    # A raw folder in object storage stays a URI: its images are read in place (reading.py).
-    remote = {d: storage.is_remote(root) for d, root in roots.items()}
-    real = {d: root if remote[d] else os.path.realpath(root) for d, root in roots.items()}
-    paths = [f"{roots[d]}/{img}" if remote[d] else str(roots[d] / img) for d, img in zip(df["dataset"], df["image"])]
-    boxes = ["" if b is None else ",".join(str(int(v)) for v in b) for b in df["bbox"]]
-    return pd.DataFrame({"image_id": df["image_id"].to_numpy(), "path": paths,
-                         "root": [real[d] for d in df["dataset"]], "bbox": boxes}).reset_index(drop=True)
 
 
 ENGINES = ("ray", "local")
@@ -61,10 +43,11 @@ class Options:
     ckpt: str | None = None
     trust_checkpoint: bool = False
     ray_address: str | None = None
+    ray_runtime_env: dict | None = None  # Ray's runtime environment for a joined cluster's workers (py_modules...)
     batch_size: int | None = None     # default: 256 per GPU, 32 on CPU
     part_rows: int = 4096             # rows per cache part: what a kill can lose at most
     actors: int | None = None         # default: one per GPU, else cluster CPUs // cpus_per_actor
-    cpus_per_actor: int | None = None  # CPU only; default min(4, cluster CPUs)
+    cpus_per_actor: int | None = None  # CPU only; default min(4, the largest node's CPUs)
     compile: str = ""                 # GPUs: a torch.compile mode for the encoder ("" = eager; ~25 s or more per actor)
     inflight: int | None = None       # batches each encoder actor holds at once; default 3 with GPUs, 1 on CPU
     allow_outside_links: bool = False  # read images whose path resolves outside their dataset's folder
@@ -72,31 +55,50 @@ class Options:
     engine: str = "ray"               # "ray", or "local": the same stages in processes and threads of this machine
 
 
-def _dataset(todo: pd.DataFrame, opts: Options, size: int, load_model):
+def _dataset(manifest: Path, index: plan_mod.Index, opts: Options, size: int, load_model):
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # ours is the one bar
     ctx.print_on_execution_start = False
+    # Data flows once every encoder actor is up: on a cluster each node's actor takes part from the first
+    # block (else the first ready actor may take a small plan alone), and a pool the nodes cannot place
+    # (an actor asking for more CPUs than any node has) fails with Ray's "Timed out while starting
+    # actors" instead of waiting forever.
+    ctx.wait_for_min_actors_s = 600
+    # Input blocks are a few bytes (a plan block's number): where one lives says nothing about where
+    # its images are, so no node's actors are preferred (locality would queue every block on the
+    # actors of the driver's node).
+    ctx.execution_options.actor_locality_enabled = False
     res = ray.cluster_resources()
     gpus, cpus = int(res.get("GPU", 0)), max(1, int(res.get("CPU", 1)))
+    # An actor lives on one node: it cannot hold more CPUs than the largest node has.
+    node_cpus = max([int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")] or [1]) or 1
     if gpus:
         actors, batch = opts.actors or gpus, opts.batch_size or 256
         read_args, enc_args, threads = {"num_cpus": 1}, {"num_cpus": 1, "num_gpus": 1}, 1
         # One batch encoding, one staged (its copy to the GPU overlapping), one being assembled by Ray.
         inflight = opts.inflight or 3
     else:
-        threads = opts.cpus_per_actor or min(4, cpus)
+        threads = opts.cpus_per_actor or min(4, node_cpus)
         actors, batch = opts.actors or max(1, cpus // threads), opts.batch_size or 32
         read_args = enc_args = {"num_cpus": threads}  # equal resources -> Ray fuses read into the actor
         inflight = opts.inflight or 1  # the CPU that decodes also encodes: nothing to overlap
-    rows = read_rows(len(todo), batch, cpus)
-    # Input blocks are built in the driver: from_arrow would start a remote task per block just to
-    # read metadata, and from_pandas' splitting breaks on pandas 3.
-    ds = ray.data.from_items(todo.to_dict("records"), override_num_blocks=max(1, -(-len(todo) // rows)))
-    # One read task per input block (batch_size=None: no bundling), `rows` images each.
-    ds = ds.map_batches(read_batch, batch_size=None, batch_format="numpy",
-                        fn_kwargs={"size": size, "allow_outside": opts.allow_outside_links}, **read_args)
+    rows = read_rows(index.todo, batch, cpus)
+    # The plan is not built ahead in the driver (from_items held ~1 KB per image): a Feeder actor on
+    # this node streams it from the manifest, and each read task asks it for its block of `rows`.
+    feeder = ray.remote(plan_mod.Feeder).options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
+        ray.get_runtime_context().get_node_id(), soft=False)).remote(
+            str(manifest), index, rows, str(opts.raw_root) if opts.raw_root else None)
+    blocks = -(-index.todo // rows)
+    # Input blocks are built here, one tiny row each (not ray.data.range, whose read tasks would wait
+    # for CPUs that the encoder actors hold; from_arrow starts a remote task per block for metadata).
+    ds = ray.data.from_items([{"id": i} for i in range(blocks)], override_num_blocks=blocks)
+    # One read task per input block (batch_size=None: no bundling), one plan block each.
+    ds = ds.map_batches(read_fed, batch_size=None, batch_format="numpy",
+                        fn_kwargs={"feeder": feeder, "size": size, "allow_outside": opts.allow_outside_links},
+                        **read_args)
     # Several calls run at once in each actor (threads; Ray queues 4x as many batches per actor):
     # the Encoder stages one batch while its compute thread encodes another. A compiled encoder gets
     # every call padded to `batch` rows (one shape: compiled once, CUDA graphs replayed).
@@ -120,6 +122,17 @@ def read_rows(n: int, batch: int, cpus: int) -> int:
     return max(1, rows)
 
 
+def read_fed(batch: dict, feeder, size: int, allow_outside: bool) -> dict:
+    """Ray read task: the next plan block from the Feeder, read (reading.read_batch)."""
+    import ray
+
+    got = [b for b in ray.get([feeder.next.remote() for _ in batch["id"]]) if b is not None]
+    reads = [read_batch(b, size, allow_outside) for b in got]
+    if not reads:  # more tasks than blocks (never planned so; kept safe): an empty block
+        return read_batch({k: np.array([], object) for k in plan_mod.BLOCK}, size, allow_outside)
+    return reads[0] if len(reads) == 1 else {k: np.concatenate([r[k] for r in reads]) for k in reads[0]}
+
+
 class _Sink:
     """Driver side: buffer results, write a cache part and a ledger part every `part_rows` rows."""
 
@@ -127,9 +140,11 @@ class _Sink:
         self.cache, self.identity, self.part_rows = cache, identity, part_rows
         self.ids, self.codes, self.failed = [], [], []
         self.encoded = self.ledgered = self.retried = self.outside = 0
+        self.by_node: Counter = Counter()  # images read per node (Ray node id, or host without Ray)
 
     def add(self, batch: dict) -> None:
         self.retried += int(batch["retried"].sum())
+        self.by_node.update(dict(zip(*np.unique(batch["node"].astype(str), return_counts=True))))
         # Links out of a dataset's folder read because the user allowed them: counted, never silent.
         self.outside += int(sum(o and s != REFUSED for o, s in zip(batch["outside"], batch["stage"])))
         for i, image_id in enumerate(batch["image_id"]):
@@ -164,45 +179,51 @@ def tokenize(manifest: Path, cache: Path, opts: Options, progress=None, load_mod
         raise ValueError(f"engine {opts.engine!r}: choose one of {', '.join(ENGINES)}")
     if opts.engine == "local" and opts.ray_address:
         raise ValueError("--ray-address joins a Ray cluster and --engine local runs without Ray: choose one")
+    if opts.ray_runtime_env and not opts.ray_address:
+        raise ValueError("--ray-runtime-env ships facecorpus to a cluster's workers: it needs --ray-address "
+                         "(the Ray this process starts already imports it)")
     load_model = load_model or load_vqgan
     model = load_model(opts.vqgan, opts.ckpt, trust_checkpoint=opts.trust_checkpoint)
     identity, size = model.identity, model.code_grid.resolution
     del model  # the actors load their own
     cache = cache_mod.open_cache(Path(cache), identity, POLICY)
-    images = plan(Path(manifest), opts.raw_root)
-    before = cache_mod.cached_ids(cache)
-    todo = images[~images["image_id"].isin(before)].reset_index(drop=True)
+    index = plan_mod.scan(Path(manifest), cache)
+    before = int(index.cached.sum())
     sink = _Sink(cache, identity, opts.part_rows)
     t0 = time.perf_counter()
-    if len(todo):
-        with _encoded(todo, opts, size, load_model) as batches:
-            task = progress.add_task("tokenize", total=len(todo)) if progress else None
+    if index.todo:
+        with _encoded(Path(manifest), index, opts, size, load_model) as batches:
+            task = progress.add_task("tokenize", total=index.todo) if progress else None
             for batch in batches:
                 sink.add(batch)
                 if progress:
                     progress.advance(task, len(batch["image_id"]))
             sink.flush()
-    return {**summarize(cache, images, before, sink, time.perf_counter() - t0, identity), "engine": opts.engine}
+    return {**summarize(cache, index, before, sink, time.perf_counter() - t0, identity), "engine": opts.engine}
 
 
 @contextlib.contextmanager
-def _encoded(todo: pd.DataFrame, opts: Options, size: int, load_model):
+def _encoded(manifest: Path, index: plan_mod.Index, opts: Options, size: int, load_model):
     """The encoder's output batches, from Ray (joined or embedded) or from the local engine."""
     if opts.engine == "local":
-        yield localengine.batches(todo, opts, size, load_model, read_rows)
+        yield localengine.batches(manifest, index, opts, size, load_model, read_rows)
         return
-    with ray_session(opts.ray_address):
-        yield _dataset(todo, opts, size, load_model).iter_batches(batch_size=None, batch_format="numpy")
+    with ray_session(opts.ray_address, opts.ray_runtime_env):
+        yield _dataset(manifest, index, opts, size, load_model).iter_batches(batch_size=None, batch_format="numpy")
 
 
-def summarize(cache: Path, images: pd.DataFrame, before: set, sink: _Sink, seconds: float, identity: dict) -> dict:
-    wanted = set(images["image_id"])
-    cached = cache_mod.cached_ids(cache) & wanted
-    failures = [r for r in ledger.read_ledger(cache, cached) if r["image_id"] in wanted]
+def summarize(cache: Path, index: plan_mod.Index, before: int, sink: _Sink, seconds: float, identity: dict) -> dict:
+    """The run's counts. The cache is streamed part by part into the plan's flags and only ledgered ids
+    are looked up as strings, so no set of every image_id is built."""
+    cached = plan_mod.mark_cached(index, cache)
+    failures = ledger.current(cache)
+    mine = digests.lookup(index.ids, digests.of([r["image_id"] for r in failures])) >= 0  # this manifest's
+    failures = [r for r, m in zip(failures, mine) if m]
     by_stage = {s: sum(r["stage"] == s for r in failures) for s in ledger.STAGES}
-    out = {"unique_images": len(wanted), "cached_before": len(before & wanted), "encoded": sink.encoded,
+    out = {"unique_images": len(index.ids), "cached_before": before, "encoded": sink.encoded,
            "ledgered_now": sink.ledgered, "encode_retried": sink.retried, "read_outside_links": sink.outside,
-           "cached": len(cached), "ledgered": len(failures),
+           "read_nodes": len(sink.by_node), "images_by_node": {str(k)[:12]: int(v) for k, v in sorted(sink.by_node.items())},
+           "cached": cached, "ledgered": len(failures),
            **{f"ledgered_{s}": n for s, n in by_stage.items()}, "seconds": round(seconds, 2),
            "images_per_s": round(sink.encoded / seconds, 1) if seconds and sink.encoded else 0.0,
            "vqgan": identity["name"]}

@@ -195,7 +195,7 @@ def test_partitions_are_replaced_together_or_not_at_all(tmp_path, monkeypatch):
 
 def test_tokenize_plans_images_under_a_raw_root(tmp_path):
     """The raw data moved after convert: tokenize --raw-root finds every image again."""
-    from facecorpus.shards.tokenization import plan
+    from facecorpus.shards.plan import plan
 
     rafdb_sample.write(tmp_path / "raw" / "rafdb", seed=0)
     pipeline.convert({"rafdb": tmp_path / "raw" / "rafdb"}, tmp_path / "m")

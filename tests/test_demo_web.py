@@ -7,7 +7,7 @@ from collections import Counter
 
 import numpy as np
 from facecorpus.shards.reading import OK, read_batch
-from facecorpus.shards.tokenization import plan
+from facecorpus.shards.plan import plan
 from rich.console import Console
 
 from facecorpus import imageref, manifest, summary

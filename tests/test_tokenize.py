@@ -18,7 +18,8 @@ from facecorpus.shards import cache as cache_mod
 from facecorpus.shards import ledger
 from facecorpus.shards.encoder import Encoder
 from facecorpus.shards.reading import OK, read_one
-from facecorpus.shards.tokenization import Options, plan, read_rows, tokenize
+from facecorpus.shards.plan import plan
+from facecorpus.shards.tokenization import Options, read_rows, tokenize
 from PIL import Image
 
 from facecorpus import atomic

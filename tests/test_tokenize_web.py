@@ -17,7 +17,8 @@ import pytest
 from facecorpus.shards import cache as cache_mod
 from facecorpus.shards import ledger
 from facecorpus.shards.reading import OK, REFUSED, read_batch, read_one
-from facecorpus.shards.tokenization import Options, plan, tokenize
+from facecorpus.shards.plan import plan
+from facecorpus.shards.tokenization import Options, tokenize
 
 from facecorpus import manifest
 from facecorpus.codes import FFHQ_F16

@@ -21,7 +21,7 @@ import numpy as np
 from facecorpus.shards import cache as cache_mod
 from facecorpus.shards import ledger
 from facecorpus.shards.reading import read_one
-from facecorpus.shards.tokenization import plan
+from facecorpus.shards.plan import plan
 from PIL import Image, ImageDraw
 
 from facecorpus import manifest as mf
