@@ -1,14 +1,18 @@
 """Peak driver memory of `tokenize` and `shard` as the corpus grows: flat, not so many bytes per image.
 
-    .venv/bin/python benchmarks/memory.py [--sizes 10000,200000] [--engine ray] [--no-record]
+    .venv/bin/python benchmarks/memory.py [--tokenize-sizes 10000,200000] [--shard-sizes 10000,200000]
+                                          [--engine ray] [--no-record]
 
-For each size, in one run: an img2dataset `webdataset` output of SIZE URLs (converters/samples/
-img2dataset.py: images in tars, every one the same small JPEG), converted to a manifest; then, each
-in a fresh process, `tokenize` (a no-op encoder, tests/tokenkit.py's null_vqgan, so the run measures
-the driver and not a model) into a new cache and `shard` from it. Reported per step: the process's
-peak resident memory (ru_maxrss: the driver alone, Ray's workers are other processes; shared pages of
-Ray's object store that the driver touched count too), and between the sizes the growth per image.
-Target (issue 11): under 100 bytes per image, the driver bounded by a part, not by the corpus.
+tokenize, for each size: an img2dataset `webdataset` output of SIZE URLs (converters/samples/
+img2dataset.py: images in tars, every one the same 128x128 JPEG, which its face boxes fit), converted
+to a manifest, then `tokenize` in a fresh process with a no-op encoder (tests/tokenkit.py's
+null_vqgan: the run measures the driver, not a model) into a new cache. shard, for each size: a
+manifest of SIZE images (every other one with a caption too) and a cache of their codes written
+directly (shard never opens an image), then `shard` in a fresh process. Reported per step: the
+process's peak resident memory (ru_maxrss: the driver alone, Ray's workers are other processes;
+shared pages of Ray's object store that the driver touched count too), and between the sizes the
+growth per image. Target (issue 11): under 100 bytes per image, the driver bounded by a part, not by
+the corpus.
 """
 
 from __future__ import annotations
@@ -32,14 +36,20 @@ from facecorpus.converters import pipeline
 from facecorpus.converters.samples import img2dataset as web_sample
 
 
-def corpus(root: Path, n: int) -> Path:
-    """An img2dataset output of `n` URLs, converted: the manifest folder."""
+def web_corpus(root: Path, n: int) -> None:
+    """An img2dataset output of `n` URLs, converted: ROOT/manifest."""
     buf = io.BytesIO()
-    Image.new("RGB", (32, 32), (120, 170, 228)).save(buf, "JPEG", quality=90)  # decodes in microseconds
+    Image.new("RGB", (128, 128), (120, 170, 228)).save(buf, "JPEG", quality=90)
     web_sample.write(root / "web", seed=0, n=n, per_shard=10_000, image=buf.getvalue())
     pipeline.convert({"web": root / "web"}, root / "manifest", converters={"web": "img2dataset"},
                      overrides={"web": web_sample.OPTIONS}, jobs=1)
-    return root / "manifest"
+
+
+def coded_corpus(root: Path, n: int) -> None:
+    """ROOT/manifest of `n` images and ROOT/cache holding codes for all of them (tests/test_scale.py's)."""
+    from test_scale import corpus
+
+    corpus(root, n, part_rows=4096)
 
 
 def measure(step: str, manifest: str, cache: str, out: str, engine: str) -> None:
@@ -71,39 +81,33 @@ def run_step(step: str, root: Path, engine: str) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="10000,200000", help="URLs of the small and the large corpus")
+    ap.add_argument("--tokenize-sizes", default="10000,200000", help="images (URLs) of tokenize's corpora")
+    ap.add_argument("--shard-sizes", default="10000,200000", help="images of shard's corpora")
     ap.add_argument("--engine", choices=["ray", "local"], default="ray")
     ap.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
     ap.add_argument("--measure", nargs=4, metavar=("STEP", "MANIFEST", "CACHE", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.measure:
         return measure(*args.measure, engine=args.engine)
-    sizes = [int(s) for s in args.sizes.split(",")]
     load = os.getloadavg()[0]
-    got: dict[int, dict] = {}
+    lines = ["| step | images | counts | seconds | peak driver memory (MiB) |", "|---|---:|---|---:|---:|"]
+    growth = []
     with tempfile.TemporaryDirectory() as tmp:
-        for n in sizes:
-            root = Path(tmp) / str(n)
-            t0 = time.perf_counter()
-            corpus(root, n)
-            made = time.perf_counter() - t0
-            got[n] = {"made": made, **{step: run_step(step, root, args.engine) for step in ("tokenize", "shard")}}
-            print(n, got[n], flush=True)
-    lines = ["| images (URLs) | step | counts | seconds | peak driver memory (MiB) |", "|---:|---|---|---:|---:|"]
-    for n, g in got.items():
-        for step in ("tokenize", "shard"):
-            r = g[step]
-            counts = ", ".join(f"{k} {v}" for k, v in r.items() if k not in ("peak", "seconds"))
-            lines.append(f"| {n:,} | {step} | {counts} | {r['seconds']:.1f} | {r['peak'] / 2**20:,.1f} |")
-    small, big = sizes[0], sizes[-1]
-    lines.append("")
-    for step in ("tokenize", "shard"):
-        per = (got[big][step]["peak"] - got[small][step]["peak"]) / (big - small)
-        lines.append(f"- {step}: **{per:,.1f} bytes more per image** from {small:,} to {big:,} (target: under 100)")
-    made = ", ".join(f"{g['made']:.0f} s" for g in got.values())
-    lines += [f"- engine {args.engine}, no-op encoder; corpus generation + convert took {made}",
+        for step, sizes, make in (("tokenize", args.tokenize_sizes, web_corpus), ("shard", args.shard_sizes, coded_corpus)):
+            got = {}
+            for n in (int(v) for v in sizes.split(",")):
+                root = Path(tmp) / f"{step}-{n}"
+                make(root, n)
+                got[n] = r = run_step(step, root, args.engine)
+                print(step, n, r, flush=True)
+                counts = ", ".join(f"{k} {v}" for k, v in r.items() if k not in ("peak", "seconds"))
+                lines.append(f"| {step} | {n:,} | {counts} | {r['seconds']:.1f} | {r['peak'] / 2**20:,.1f} |")
+            (small, a), (big, b) = min(got.items()), max(got.items())
+            growth.append(f"- {step}: **{(b['peak'] - a['peak']) / (big - small):,.1f} bytes more per image** "
+                          f"from {small:,} to {big:,} images (target: under 100)")
+    lines += ["", *growth, f"- engine {args.engine}, no-op encoder",
               f"- load average when the run started: {load:.1f} on {os.cpu_count()} cores"]
-    _results.append(f"memory: peak driver memory of tokenize and shard at {small:,} and {big:,} images", lines,
+    _results.append("memory: peak driver memory of tokenize and shard as the corpus grows", lines,
                     record=not args.no_record)
 
 

@@ -67,10 +67,6 @@ def _dataset(manifest: Path, index: plan_mod.Index, opts: Options, size: int, lo
     # (an actor asking for more CPUs than any node has) fails with Ray's "Timed out while starting
     # actors" instead of waiting forever.
     ctx.wait_for_min_actors_s = 600
-    # Input blocks are a few bytes (a plan block's number): where one lives says nothing about where
-    # its images are, so no node's actors are preferred (locality would queue every block on the
-    # actors of the driver's node).
-    ctx.execution_options.actor_locality_enabled = False
     res = ray.cluster_resources()
     gpus, cpus = int(res.get("GPU", 0)), max(1, int(res.get("CPU", 1)))
     # An actor lives on one node: it cannot hold more CPUs than the largest node has.

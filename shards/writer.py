@@ -20,7 +20,9 @@ always complete. The spill folder lives under OUT and is removed when the run en
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -115,14 +117,13 @@ def shard(manifest: Path, cache: Path, out: Path, samples_per_shard: int = 1000,
         raise ShardError(f"--samples-per-shard must be >= 1, got {samples_per_shard}")
     identity = cache_mod.read_identity(cache)
     grid = fmt.grid_of(identity["vqgan"], f"{Path(cache) / cache_mod.IDENTITY}: vqgan")
-    Path(out).mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".spill-", dir=out) as tmp:
-        codes = Codes(cache, grid, Path(tmp))
+    with _spill_folder(out) as tmp:
+        codes = Codes(cache, grid, tmp)
         try:
             counts = {"records": 0, "skipped_ledgered_image": 0}
             expected = mf.count_records(manifest)
             return _write(out, join(manifest, cache, codes, counts), expected, identity, grid, counts,
-                          samples_per_shard, seed, progress, Path(tmp))
+                          samples_per_shard, seed, progress, tmp)
         finally:
             codes.close()
 
@@ -132,10 +133,19 @@ def write(out: Path, samples: list[tuple[dict, np.ndarray]], identity: dict, gri
     """(record, codes) pairs in any order -> tars of `samples_per_shard` per (split, kind), shuffled
     with `seed`, then index.json; returns index.json's counts. `identity` is the token cache's
     ({vqgan, preprocess}); `counts` the join's."""
+    with _spill_folder(out) as tmp:
+        return _write(out, samples, len(samples), identity, grid, dict(counts), samples_per_shard, seed, progress, tmp)
+
+
+@contextlib.contextmanager
+def _spill_folder(out: Path) -> Iterator[Path]:
+    """OUT/.spill-*: the run's buckets and codes copy, on the shards' disk; removed when the run ends,
+    and what a killed run left is removed first."""
     Path(out).mkdir(parents=True, exist_ok=True)
+    for old in Path(out).glob(".spill-*"):
+        shutil.rmtree(old, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix=".spill-", dir=out) as tmp:
-        return _write(out, samples, len(samples), identity, grid, dict(counts), samples_per_shard, seed, progress,
-                      Path(tmp))
+        yield Path(tmp)
 
 
 def _write(out: Path, samples: Iterable[tuple[dict, np.ndarray]], expected: int, identity: dict, grid: CodeGrid,

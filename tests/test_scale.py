@@ -25,7 +25,7 @@ from facecorpus.preprocess import POLICY
 IDENTITY = {"name": "null-encoder", "config_sha256": "null", "checkpoint_sha256": "null", **FFHQ_F16.as_dict()}
 
 
-def corpus(root: Path, n: int, captions: bool = True) -> tuple[Path, Path]:
+def corpus(root: Path, n: int, captions: bool = True, part_rows: int = 256) -> tuple[Path, Path]:
     """A manifest of `n` images (every other one with a caption too) and a cache holding all their
     codes; no image files: neither the plan nor the writer opens one."""
     recs = []
@@ -45,8 +45,8 @@ def corpus(root: Path, n: int, captions: bool = True) -> tuple[Path, Path]:
                                                                           "records": len(recs)}}}))
     cache = cache_mod.open_cache(root / "cache", IDENTITY, POLICY)
     codes = np.random.default_rng(n).integers(0, 1024, (n, FFHQ_F16.count))
-    for start in range(0, n, 256):  # parts of 256: tokenize --part-rows, what a reader of the cache holds
-        ids = [f"celeba/i{i:07d}" for i in range(start, min(n, start + 256))]
+    for start in range(0, n, part_rows):  # tokenize --part-rows: what a reader of the cache holds at once
+        ids = [f"celeba/i{i:07d}" for i in range(start, min(n, start + part_rows))]
         cache_mod.write_part(cache / "codes", cache_mod.codes_table(ids, codes[start:start + len(ids)], IDENTITY))
     return manifest, cache
 
