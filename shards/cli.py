@@ -130,10 +130,9 @@ def tokenize(manifest, vqgan, ckpt, cache, ray_address, ray_runtime_env, allow_o
 
 
 def _print_ledger(console: Console, cache: Path, limit: int = 10) -> None:
-    from facecorpus.shards.cache import cached_ids
-    from facecorpus.shards.ledger import read_ledger
+    from facecorpus.shards.ledger import current
 
-    rows = read_ledger(cache, cached_ids(cache))
+    rows = current(cache)  # looks up only the ledgered ids in the cache, never a set of all of them
     if not rows:
         return
     t = Table(title=f"ledger: {len(rows)} images not tokenized (first {min(limit, len(rows))}; all in {cache}/ledger)")

@@ -107,7 +107,7 @@ def _boxes(column: pa.Array) -> list[str]:
     return ["" if b is None else ",".join(str(int(v)) for v in b) for b in column.to_pylist()]
 
 
-def blocks(manifest: Path, index: Index, rows: int, raw_root: Path | None = None) -> Iterator[dict]:
+def blocks(manifest: Path, index: Index, rows: int, raw_root: Path | str | None = None) -> Iterator[dict]:
     """Plan blocks of `rows` images (the last may be short), each image once, none the cache holds."""
     done = index.cached.copy()  # cached, or planned already
     roots: dict[str, tuple[Path, str]] = {}
@@ -143,7 +143,7 @@ def _names_it(index: Index, d: np.ndarray, batch: pa.RecordBatch) -> np.ndarray:
     return ok
 
 
-def _rows(manifest: Path, batch: pa.RecordBatch, roots: dict, raw_root: Path | None) -> dict:
+def _rows(manifest: Path, batch: pa.RecordBatch, roots: dict, raw_root: Path | str | None) -> dict:
     for d in pc.unique(batch.column("dataset")).to_pylist():
         if d not in roots:
             root = mf.image_root(manifest, d, raw_root)
@@ -157,7 +157,7 @@ def _rows(manifest: Path, batch: pa.RecordBatch, roots: dict, raw_root: Path | N
             "bbox": np.array(_boxes(batch.column("bbox")), object)}
 
 
-def plan(manifest: Path, raw_root: Path | None = None) -> pd.DataFrame:
+def plan(manifest: Path, raw_root: Path | str | None = None) -> pd.DataFrame:
     """Every unique image of a manifest as one table (columns BLOCK): for tests and small manifests;
     tokenize streams `blocks` instead."""
     index = scan(manifest)
@@ -168,8 +168,8 @@ def plan(manifest: Path, raw_root: Path | None = None) -> pd.DataFrame:
 class Feeder:
     """Ray actor on the driver's node: hands out the plan one block per call, None when it is done."""
 
-    def __init__(self, manifest: str, index: Index, rows: int, raw_root: str | None):
-        self.blocks = blocks(Path(manifest), index, rows, Path(raw_root) if raw_root else None)
+    def __init__(self, manifest: str, index: Index, rows: int, raw_root: Path | str | None):
+        self.blocks = blocks(Path(manifest), index, rows, raw_root)  # a URI stays a string
 
     def next(self) -> dict | None:
         return next(self.blocks, None)

@@ -86,7 +86,7 @@ def _dataset(manifest: Path, index: plan_mod.Index, opts: Options, size: int, lo
     # this node streams it from the manifest, and each read task asks it for its block of `rows`.
     feeder = ray.remote(plan_mod.Feeder).options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
         ray.get_runtime_context().get_node_id(), soft=False)).remote(
-            str(manifest), index, rows, str(opts.raw_root) if opts.raw_root else None)
+            str(manifest), index, rows, opts.raw_root)
     blocks = -(-index.todo // rows)
     # Input blocks are built here, one tiny row each (not ray.data.range, whose read tasks would wait
     # for CPUs that the encoder actors hold; from_arrow starts a remote task per block for metadata).
