@@ -180,8 +180,8 @@ def check_workers(address: str) -> None:
     answers = [_answer(ray, ref) for ref in refs]
     bad = [f"{n['NodeManagerAddress']} (node {n['NodeID'][:8]}): {a[:200]}" for n, a in zip(nodes, answers) if a]
     if bad:
-        from facecorpus import __version__
+        from importlib.metadata import version
 
         raise RayJoinError(f"Ray workers of the cluster at {address} cannot import {PROBED} on "
                            f"{len(bad)} of {len(nodes)} nodes: {'; '.join(bad[:3])}. "
-                           + WORKER_HELP.replace("VERSION", __version__))
+                           + WORKER_HELP.replace("VERSION", version("facecorpus")))
