@@ -27,6 +27,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -52,8 +53,31 @@ def coded_corpus(root: Path, n: int) -> None:
     corpus(root, n, part_rows=4096)
 
 
+class Sampler(threading.Thread):
+    """Peaks of this process's resident memory by kind (/proc/self/status, every 50 ms): RssAnon is the
+    driver's own heap; RssShmem the pages of Ray's object store (shared memory) it has touched reading
+    the encoder's output, which grow with the bytes passed until the store's size, not per image held."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.peak = {"RssAnon": 0, "RssShmem": 0}
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.05):
+            self.sample()
+
+    def sample(self) -> None:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name in self.peak:
+                self.peak[name] = max(self.peak[name], int(value.split()[0]) * 1024)
+
+
 def measure(step: str, manifest: str, cache: str, out: str, engine: str) -> None:
     """In this (fresh) process: one step, then its counts and peak memory as JSON on stdout."""
+    sampler = Sampler()
+    sampler.start()
     t0 = time.perf_counter()
     if step == "tokenize":
         from facecorpus.shards.tokenization import Options, tokenize
@@ -66,8 +90,11 @@ def measure(step: str, manifest: str, cache: str, out: str, engine: str) -> None
 
         counts = shard(Path(manifest), Path(cache), Path(out))
         done = {k: counts[k] for k in ("records", "samples", "shards")}
+    sampler.done.set()
+    sampler.sample()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-    print(json.dumps({"peak": peak, "seconds": time.perf_counter() - t0, **done}))
+    print(json.dumps({"peak": peak, "anon": sampler.peak["RssAnon"], "shmem": sampler.peak["RssShmem"],
+                      "seconds": time.perf_counter() - t0, **done}))
 
 
 def run_step(step: str, root: Path, engine: str) -> dict:
@@ -90,21 +117,27 @@ def main() -> None:
     if args.measure:
         return measure(*args.measure, engine=args.engine)
     load = os.getloadavg()[0]
-    lines = ["| step | images | counts | seconds | peak driver memory (MiB) |", "|---|---:|---|---:|---:|"]
+    lines = ["| step | images | counts | seconds | peak RSS (MiB) | peak heap, RssAnon (MiB) | peak object-store "
+             "pages, RssShmem (MiB) |", "|---|---:|---|---:|---:|---:|---:|"]
     growth = []
     with tempfile.TemporaryDirectory() as tmp:
         for step, sizes, make in (("tokenize", args.tokenize_sizes, web_corpus), ("shard", args.shard_sizes, coded_corpus)):
             got = {}
-            for n in (int(v) for v in sizes.split(",")):
+            for n in (int(v) for v in sizes.split(",") if v):
                 root = Path(tmp) / f"{step}-{n}"
                 make(root, n)
                 got[n] = r = run_step(step, root, args.engine)
                 print(step, n, r, flush=True)
-                counts = ", ".join(f"{k} {v}" for k, v in r.items() if k not in ("peak", "seconds"))
-                lines.append(f"| {step} | {n:,} | {counts} | {r['seconds']:.1f} | {r['peak'] / 2**20:,.1f} |")
+                counts = ", ".join(f"{k} {v}" for k, v in r.items() if k not in ("peak", "anon", "shmem", "seconds"))
+                lines.append(f"| {step} | {n:,} | {counts} | {r['seconds']:.1f} | {r['peak'] / 2**20:,.1f} | "
+                             f"{r['anon'] / 2**20:,.1f} | {r['shmem'] / 2**20:,.1f} |")
+            if len(got) < 2:
+                continue
             (small, a), (big, b) = min(got.items()), max(got.items())
-            growth.append(f"- {step}: **{(b['peak'] - a['peak']) / (big - small):,.1f} bytes more per image** "
-                          f"from {small:,} to {big:,} images (target: under 100)")
+            per = {k: (b[k] - a[k]) / (big - small) for k in ("peak", "anon", "shmem")}
+            growth.append(f"- {step}, from {small:,} to {big:,} images: **heap {per['anon']:,.1f} bytes more per "
+                          f"image** (target: under 100); peak RSS {per['peak']:,.1f}, of which object-store pages "
+                          f"{per['shmem']:,.1f}")
     lines += ["", *growth, f"- engine {args.engine}, no-op encoder",
               f"- load average when the run started: {load:.1f} on {os.cpu_count()} cores"]
     _results.append("memory: peak driver memory of tokenize and shard as the corpus grows", lines,
