@@ -121,7 +121,7 @@ def main() -> None:
              "pages, RssShmem (MiB) |", "|---|---:|---|---:|---:|---:|---:|"]
     growth = []
     with tempfile.TemporaryDirectory() as tmp:
-        for step, sizes, make in (("tokenize", args.tokenize_sizes, web_corpus), ("shard", args.shard_sizes, coded_corpus)):
+        for step, sizes, make in (("shard", args.shard_sizes, coded_corpus), ("tokenize", args.tokenize_sizes, web_corpus)):
             got = {}
             for n in (int(v) for v in sizes.split(",") if v):
                 root = Path(tmp) / f"{step}-{n}"

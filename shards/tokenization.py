@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,13 @@ def _dataset(manifest: Path, index: plan_mod.Index, opts: Options, size: int, lo
     # (an actor asking for more CPUs than any node has) fails with Ray's "Timed out while starting
     # actors" instead of waiting forever.
     ctx.wait_for_min_actors_s = 600
+    # Input blocks are a few bytes (a plan block's number): where one lives says nothing about where its
+    # images are, yet Ray Data queues every block on the actors of the node that holds it (the driver's),
+    # and a two-node test cluster saw one node read everything. Ray 2.60 deprecates this switch (removal
+    # after January 2027) but still obeys it; its warning is Ray's, not the user's concern.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx.execution_options.actor_locality_enabled = False
     res = ray.cluster_resources()
     gpus, cpus = int(res.get("GPU", 0)), max(1, int(res.get("CPU", 1)))
     # An actor lives on one node: it cannot hold more CPUs than the largest node has.
