@@ -9,9 +9,9 @@ to a manifest, then `tokenize` in a fresh process with a no-op encoder (tests/to
 null_vqgan: the run measures the driver, not a model) into a new cache. shard, for each size: a
 manifest of SIZE images (every other one with a caption too) and a cache of their codes written
 directly (shard never opens an image), then `shard` in a fresh process. Reported per step: the
-process's peak resident memory (ru_maxrss: the driver alone, Ray's workers are other processes;
-shared pages of Ray's object store that the driver touched count too), and between the sizes the
-growth per image. Target (issue 11): under 100 bytes per image, the driver bounded by a part, not by
+process's peak resident memory (VmHWM: the driver alone, Ray's workers are other processes; shared
+pages of Ray's object store that the driver touched count too) and its peak heap (RssAnon, sampled),
+and between the sizes the growth per image. Target (issue 11): under 100 bytes per image, the driver bounded by a part, not by
 the corpus.
 """
 
@@ -23,7 +23,6 @@ import argparse
 import io
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -92,7 +91,10 @@ def measure(step: str, manifest: str, cache: str, out: str, engine: str) -> None
         done = {k: counts[k] for k in ("records", "samples", "shards")}
     sampler.done.set()
     sampler.sample()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    # VmHWM, not ru_maxrss: Linux carries a parent's maxrss into a forked child, so ru_maxrss would
+    # report this runner's own peak (it built the corpus) for every step.
+    peak = next(int(line.split()[1]) * 1024 for line in Path("/proc/self/status").read_text().splitlines()
+                if line.startswith("VmHWM:"))
     print(json.dumps({"peak": peak, "anon": sampler.peak["RssAnon"], "shmem": sampler.peak["RssShmem"],
                       "seconds": time.perf_counter() - t0, **done}))
 
