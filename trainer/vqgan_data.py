@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from facecorpus.shards.plan import plan
 from facecorpus.shards.reading import OK, read_batch
-from facecorpus.shards.tokenization import plan
 
 from facecorpus import manifest as mf
 from facecorpus.excerpt import shorten
