@@ -233,7 +233,7 @@ def bare_rows(args, preset: str, ckpt, images: list[Path], n: int, batch: int) -
         out.append((variant, rate, rate * flops / peak if peak else None))
         if variant == (args.compile or "eager"):  # the pipeline's encoder: where its time goes
             _results.profile(args.profile, f"bare encoder {variant}, {preset}, 2 batches of {len(chunks[0])}",
-                             lambda: [model.encode(c) for c in chunks[:2]], lambda: sync(args.device))
+                             lambda m=model: [m.encode(c) for c in chunks[:2]], lambda: sync(args.device))
         del model
     return out, flops
 

@@ -82,7 +82,7 @@ def test_worker_relabelling_continues_round_robin():
     W, P = 3, 7
     firsts = {stream.worker_start(P, w, W) for w in range(W)}
     assert stream.worker_start(P, 0, W) == (1, 2)
-    assert {l + W * j for l, j in firsts} == {7, 8, 9}
+    assert {first + W * j for first, j in firsts} == {7, 8, 9}
 
 
 def take(sp, n):

@@ -18,9 +18,9 @@ from __future__ import annotations
 import functools
 from collections import Counter
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from facecorpus import textproto, vocab
 from facecorpus.codes import FFHQ_F16, CodeGrid
@@ -29,6 +29,10 @@ from facecorpus.records import DATASETS
 from .config import TALK2FACE_TASKS
 
 TASKS = TALK2FACE_TASKS   # their names; a task's number is its place here
+
+if TYPE_CHECKING:
+    import torch
+
 # What the model is asked to produce -> the prompt that asks for it (the release's three prompts).
 PROMPTS = {"image": "to image", "caption": "to caption", "attributes": "to attributes"}
 # Text ids per sequence in the release: its 334 ids are the 262-id to-caption prefix (16x16 codes)
@@ -203,6 +207,8 @@ def collate(instances: list[Instance], width: int, loss_on: str = "target") -> d
     loss_on="target" predicts segment 2 only (from the prefix's closing [SEP] to the final [SEP]);
     "all" predicts every non-pad next id, as the released model did (a copy task inside the prefix).
     """
+    import torch  # here, not at the top: the report reads the budgets without loading torch
+
     B = len(instances)
     ids = torch.zeros(B, width, dtype=torch.long)
     seg = torch.zeros(B, width, dtype=torch.long)
