@@ -29,12 +29,11 @@ import time
 
 import torch
 
+from facecorpus.codes import FFHQ_F16
 from facecorpus.trainer import generate as gen
 from facecorpus.trainer.config import model_preset
 from facecorpus.trainer.model import Talk2Face
 from facecorpus.trainer.sequences import SequenceBuilder
-
-from facecorpus.codes import FFHQ_F16
 
 # [CLS] to image [SEP] <20 text ids> [SEP]
 TEXT = "a smiling young woman with long wavy blond hair, arched eyebrows and rosy cheeks"

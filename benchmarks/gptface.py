@@ -28,6 +28,8 @@ import time
 import numpy as np
 import torch
 
+from facecorpus import vocab
+from facecorpus.codes import FFHQ_F16
 from facecorpus.trainer import gptface_generate as gg
 from facecorpus.trainer import mfu
 from facecorpus.trainer.batches import STAT_KEYS
@@ -37,9 +39,6 @@ from facecorpus.trainer.gptface_batch import GPTFaceBatcher
 from facecorpus.trainer.gptface_data import layout
 from facecorpus.trainer.sequences import SequenceBuilder, collate
 from facecorpus.trainer.train import batch_width, build_optimizer
-
-from facecorpus import vocab
-from facecorpus.codes import FFHQ_F16
 
 WORDS = ("a smiling young woman with long wavy blond hair arched eyebrows rosy cheeks and a small nose "
          "an old man wearing glasses grey beard receding hairline thin lips").split()

@@ -45,14 +45,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from facecorpus.preprocess import load_image, preprocess, preprocess_uint8, to_model_input
 from facecorpus.shards import localengine
 from facecorpus.shards.plan import plan
 from facecorpus.shards.tokenization import Options, tokenize
 from facecorpus.trainer import mfu
-from tokenkit import make_manifest, null_vqgan
-
-from facecorpus.preprocess import load_image, preprocess, preprocess_uint8, to_model_input
 from facecorpus.vqgan import load_vqgan
+from tokenkit import make_manifest, null_vqgan
 
 
 def sync(device: str) -> None:

@@ -37,14 +37,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from facecorpus.codes import FFHQ_F16
 from facecorpus.trainer import mfu
 from facecorpus.trainer.config import RunConfig, apply_overrides
 from facecorpus.trainer.model import Talk2Face
 from facecorpus.trainer.packing import pack
 from facecorpus.trainer.sequences import SequenceBuilder, collate
 from facecorpus.trainer.train import batch_width
-
-from facecorpus.codes import FFHQ_F16
 
 PAPER_SEQUENCES = 500_000 * 192
 VARIANTS = ("release", "sdpa", "flex", "flex-packed")

@@ -20,8 +20,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-from facecorpus.converters.base import (BadRow, Context, Failure, Filtered, Overlong, RawFormatError, Where, guard,
-                                        lines)
+from facecorpus.converters.base import BadRow, Context, Failure, Filtered, Overlong, RawFormatError, Where, guard, lines
 from facecorpus.excerpt import quote
 from facecorpus.records import Record, attributes
 

@@ -22,8 +22,17 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-from facecorpus.converters.base import (BadRow, Context, Failure, Filtered, RawFormatError, Where, guard,
-                                        image_path, table_rows)
+from facecorpus.converters.base import (
+    BadRow,
+    Context,
+    Failure,
+    Filtered,
+    RawFormatError,
+    Where,
+    guard,
+    image_path,
+    table_rows,
+)
 from facecorpus.excerpt import quote
 from facecorpus.records import Record, attributes, local_id
 

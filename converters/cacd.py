@@ -26,8 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from facecorpus.converters import matfile
-from facecorpus.converters.base import (BadRow, Context, Failure, Filtered, RawFormatError, Where, find, guard,
-                                        rel_to)
+from facecorpus.converters.base import BadRow, Context, Failure, Filtered, RawFormatError, Where, find, guard, rel_to
 from facecorpus.excerpt import quote
 from facecorpus.records import Record, attributes, local_id
 

@@ -19,13 +19,21 @@ import io
 import pickle
 import re
 import unicodedata
-from pathlib import Path, PurePosixPath
-
 from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path, PurePosixPath
 
-from facecorpus.converters.base import (Failure, Filtered, Overlong, RawFormatError, Where, guard, refuse_html,
-                                        rel_to, text_lines)
+from facecorpus.converters.base import (
+    Failure,
+    Filtered,
+    Overlong,
+    RawFormatError,
+    Where,
+    guard,
+    refuse_html,
+    rel_to,
+    text_lines,
+)
 from facecorpus.excerpt import quote
 from facecorpus.records import Record
 

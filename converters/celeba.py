@@ -25,8 +25,19 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from facecorpus.converters.base import (BadRow, Context, Failure, Filtered, Overlong, RawFormatError, Where, find,
-                                        guard, lines, text_lines)
+from facecorpus.converters.base import (
+    BadRow,
+    Context,
+    Failure,
+    Filtered,
+    Overlong,
+    RawFormatError,
+    Where,
+    find,
+    guard,
+    lines,
+    text_lines,
+)
 from facecorpus.excerpt import quote
 from facecorpus.records import Record, make_key, validate
 from facecorpus.textproto import attribute_name, to_text

@@ -33,8 +33,19 @@ from dataclasses import replace
 from pathlib import Path
 
 from facecorpus import records
-from facecorpus.converters.base import (BadRow, Context, Failure, Filtered, Overlong, RawFormatError, Where, guard,
-                                        lines, read_text, rel_to)
+from facecorpus.converters.base import (
+    BadRow,
+    Context,
+    Failure,
+    Filtered,
+    Overlong,
+    RawFormatError,
+    Where,
+    guard,
+    lines,
+    read_text,
+    rel_to,
+)
 from facecorpus.excerpt import quote
 from facecorpus.records import Record
 

@@ -14,7 +14,6 @@ from facecorpus.converters.cli import print_link_rot, print_notes, summary_table
 from facecorpus.converters.samples import img2dataset as web_sample
 from facecorpus.records import DATASETS
 
-
 # CelebA images the demo draws: enough for its model to learn faces <-> attributes (about 2 s to draw).
 CELEBA_IMAGES = 2_000
 WEB = "web"  # the web set's dataset name and its folder under OUT/raw

@@ -24,8 +24,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-from facecorpus.converters.base import (BadRow, Context, Failure, Filtered, guard, image_path, require,
-                                        table_rows)
+from facecorpus.converters.base import BadRow, Context, Failure, Filtered, guard, image_path, require, table_rows
 from facecorpus.excerpt import quote
 from facecorpus.records import Record, attributes, local_id
 from facecorpus.textproto import attribute_name

@@ -20,10 +20,19 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-
 from facecorpus import colors
-from facecorpus.converters.base import (BadRow, Context, Failure, Filtered, RawFormatError, Where, guard, image_path,
-                                        read_text, require)
+from facecorpus.converters.base import (
+    BadRow,
+    Context,
+    Failure,
+    Filtered,
+    RawFormatError,
+    Where,
+    guard,
+    image_path,
+    read_text,
+    require,
+)
 from facecorpus.excerpt import quote
 from facecorpus.records import Record, attributes, local_id
 

@@ -26,8 +26,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from facecorpus.converters import webboxes, webfolder
-from facecorpus.converters.base import (BadRow, Context, Failure, Filtered, RawFormatError, Unavailable, Where, guard,
-                                        rel_to)
+from facecorpus.converters.base import (
+    BadRow,
+    Context,
+    Failure,
+    Filtered,
+    RawFormatError,
+    Unavailable,
+    Where,
+    guard,
+    rel_to,
+)
 from facecorpus.records import Record, caption
 
 NAME = "img2dataset"

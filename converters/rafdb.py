@@ -18,8 +18,17 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from facecorpus.converters.base import (BadRow, Context, Failure, Filtered, RawFormatError, find, guard,
-                                        image_path, lines)
+from facecorpus.converters.base import (
+    BadRow,
+    Context,
+    Failure,
+    Filtered,
+    RawFormatError,
+    find,
+    guard,
+    image_path,
+    lines,
+)
 from facecorpus.excerpt import quote
 from facecorpus.records import Record, attributes
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import webcolors
+
 from facecorpus.excerpt import quote
 
 # Every word that occurs in a CSS3 colour name. A name is split into the fewest of these words, so

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+
 from facecorpus.excerpt import quote
 
 Value = bool | int | str

@@ -49,14 +49,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from facecorpus.reports import axes, labelstats, table1
 
 from facecorpus import manifest as mf
-from facecorpus import storage
+from facecorpus import storage, vocab
 from facecorpus import summary as run_summary
-from facecorpus import vocab
 from facecorpus.codes import FFHQ_F16
 from facecorpus.records import DATASETS, KINDS, SPLITS
+from facecorpus.reports import axes, labelstats, table1
 from facecorpus.trainer import sequences
 
 FORMAT = "facecorpus-report/1"

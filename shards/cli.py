@@ -108,7 +108,6 @@ def tokenize(manifest, vqgan, ckpt, cache, ray_address, ray_runtime_env, allow_o
     parts are published back as they are written (docs/design.md, "Object storage")."""
     from facecorpus.shards.tokenization import Options
     from facecorpus.shards.tokenization import tokenize as run
-
     from facecorpus.vqgan import VQGANError
 
     console = Console(stderr=True)

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from facecorpus.shards import format as fmt
-
 from facecorpus.records import SPLITS
+from facecorpus.shards import format as fmt
 
 
 def check_shard(index: fmt.ShardIndex, entry: fmt.ShardEntry, keys: set[str]) -> list[str]:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+from rich.console import Console
+
 from facecorpus.converters import demo as convert_demo
 from facecorpus.shards.demo import SAMPLES_PER_SHARD
 from facecorpus.shards.writer import shard
-from rich.console import Console
 from tokenkit import tokenize_in_process
 
 

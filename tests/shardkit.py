@@ -11,11 +11,11 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-from facecorpus.shards import format as fmt
-from facecorpus.shards import writer
 
 from facecorpus.codes import FFHQ_F16
 from facecorpus.preprocess import POLICY
+from facecorpus.shards import format as fmt
+from facecorpus.shards import writer
 
 # What a token cache's identity.json holds; the hashes stand for a VQGAN no test loads.
 IDENTITY = {"vqgan": {"name": "test", "config_sha256": "c" * 64, "checkpoint_sha256": "d" * 64, **FFHQ_F16.as_dict()},

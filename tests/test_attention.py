@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.nn.attention.flex_attention import create_mask
+
+from facecorpus.codes import FFHQ_F16
 from facecorpus.trainer import config as C
 from facecorpus.trainer.model import Talk2Face, prefix_lm_block_mask, prefix_lm_mask
 from facecorpus.trainer.packing import first_fit, pack
-from facecorpus.trainer.sequences import SequenceBuilder, collate
-from torch.nn.attention.flex_attention import create_mask
-
-from facecorpus.codes import FFHQ_F16, CodeGrid
-
-GRID = CodeGrid(1024, 4, 64)  # 16 codes per image: sequences of 30-60 ids, quick on CPU
+from facecorpus.trainer.sequences import collate
+from twinkit import instances
 
 
 def model(attention: str, layernorm: str = "torch", seed: int = 0) -> Talk2Face:
@@ -25,17 +24,6 @@ def model(attention: str, layernorm: str = "torch", seed: int = 0) -> Talk2Face:
     cfg = C.model_preset("tiny", FFHQ_F16)
     cfg.attention, cfg.layernorm = attention, layernorm
     return Talk2Face(cfg).eval()
-
-
-def instances(n: int, seed: int, seq_len: int = 60) -> list:
-    """`n` training instances of the four tasks in turn, random codes and 8 up to the budget's text ids."""
-    gen = torch.Generator().manual_seed(seed)
-    builder = SequenceBuilder(seq_len, GRID)
-    out = []
-    for i in range(n):
-        text = torch.randint(1000, 30000, (int(torch.randint(8, builder.budget + 1, (1,), generator=gen)),), generator=gen)
-        out.append(builder.build(i % 4, torch.randint(0, 1024, (GRID.count,), generator=gen).numpy(), text.tolist()))
-    return out
 
 
 def dense(block_mask, B: int, T: int) -> torch.Tensor:

@@ -5,8 +5,8 @@ from collections import Counter
 
 import pytest
 
-from facecorpus.converters import afad, pipeline
 import rawfiles
+from facecorpus.converters import afad, pipeline
 from facecorpus.converters.base import RawFormatError
 from facecorpus.converters.samples import afad as sample
 

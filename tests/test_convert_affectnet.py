@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+import rawfiles
 from facecorpus.converters import affectnet, pipeline
 from facecorpus.converters.base import Context, RawFormatError
 from facecorpus.converters.samples import affectnet as sample_tree
-import rawfiles
 from rawfiles import HTML
 
 NAME = "affectnet"

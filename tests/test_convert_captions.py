@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import rawfiles
 
+import rawfiles
 from facecorpus.converters import celeba, celebahq, mmcelebahq, pipeline, registry, splits
 from facecorpus.converters.base import Context, RawFormatError
 from facecorpus.converters.samples import celebahq as hq_sample

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-import rawfiles
 
+import rawfiles
 from facecorpus.converters import celebadialog, celebahq, pipeline
 from facecorpus.converters.base import RawFormatError
 from facecorpus.converters.samples import celebadialog as sample

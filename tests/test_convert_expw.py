@@ -10,9 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import rawfiles
 from facecorpus.converters import expw, pipeline, splits
 from facecorpus.converters.base import RawFormatError
-import rawfiles
 from rawfiles import edit
 
 NAME = "expw"

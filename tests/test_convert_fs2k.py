@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+import rawfiles
 from facecorpus.colors import nearest_color
 from facecorpus.converters import fs2k, pipeline
-import rawfiles
 from facecorpus.converters.base import RawFormatError
 
 NAME = "fs2k"

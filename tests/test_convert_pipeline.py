@@ -6,7 +6,6 @@ import types
 from pathlib import Path
 
 import pyarrow.parquet as pq
-
 import pytest
 from click.testing import CliRunner
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+import rawfiles
 from facecorpus.converters import pipeline, rafdb
 from facecorpus.converters.base import RawFormatError
-import rawfiles
 from rawfiles import edit
 
 NAME = "rafdb"

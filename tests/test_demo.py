@@ -11,14 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from facecorpus.converters.samples import celeba as celeba_sample
-from facecorpus.trainer import demo, demo_eval, demo_generate
-from facecorpus.trainer.sequences import TEXT_BUDGET, cut_prompt, is_attribute_text
 from PIL import Image
 from rich.console import Console
 
 from facecorpus import textproto
 from facecorpus.converters.celeba import ATTRIBUTES
+from facecorpus.converters.samples import celeba as celeba_sample
+from facecorpus.trainer import demo, demo_eval, demo_generate
+from facecorpus.trainer.sequences import TEXT_BUDGET, cut_prompt, is_attribute_text
 
 
 def label_of(attribute: str) -> str:

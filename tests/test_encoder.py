@@ -9,11 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import torch
-from facecorpus.shards.encoder import Encoder
-from facecorpus.shards.reading import OK
 
 from facecorpus.preprocess import to_model_input
+from facecorpus.shards.encoder import Encoder
+from facecorpus.shards.reading import OK
 from facecorpus.vqgan import load_vqgan
+from twinkit import pixel_batch
 
 
 @pytest.fixture(autouse=True)
@@ -22,16 +23,6 @@ def keep_threads():
     before = torch.get_num_threads()
     yield
     torch.set_num_threads(before)
-
-
-def pixel_batch(n: int, seed: int, side: int = 256) -> dict:
-    rng = np.random.default_rng(seed)
-    # Smooth colour fields (upsampled noise): like faces, they map to many different codes.
-    small = rng.integers(0, 256, (n, side // 32, side // 32, 3), dtype=np.uint8)
-    pixels = np.ascontiguousarray(small.repeat(32, 1).repeat(32, 2))
-    return {"image_id": np.array([f"d/{seed}-{i}" for i in range(n)], dtype=object), "outside": np.zeros(n, bool),
-            "path": np.array(["p"] * n, dtype=object), "pixels": pixels,
-            "stage": np.array([OK] * n, dtype=object), "message": np.array([""] * n, dtype=object)}
 
 
 class Watched:

@@ -7,6 +7,9 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
+
+from facecorpus import textproto
+from facecorpus.codes import FFHQ_F16
 from facecorpus.shards import format as fmt
 from facecorpus.trainer import evaluate as ev
 from facecorpus.trainer import generate as gen
@@ -18,9 +21,6 @@ from inceptionkit import save_fake_inception
 from runs import save_run
 from shardkit import record
 from shardkit import write_shards as write_shards_of
-
-from facecorpus import textproto
-from facecorpus.codes import FFHQ_F16
 
 B = SequenceBuilder(grid=FFHQ_F16)
 

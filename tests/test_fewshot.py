@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+
+from facecorpus import textproto
+from facecorpus.cli import main
+from facecorpus.codes import FFHQ_F16
 from facecorpus.trainer import fewshot as fs
 from facecorpus.trainer.config import model_preset
 from facecorpus.trainer.gptface import GPTFace
 from facecorpus.trainer.model import Talk2Face
 from runs import save_run
 from shardkit import record, write_shards
-
-from facecorpus import textproto
-from facecorpus.cli import main
-from facecorpus.codes import FFHQ_F16
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 EXPRESSIONS = ("happy", "sad", "neutral")

@@ -7,16 +7,16 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
+from PIL import Image
+
+from clikit import clean_failure
+from facecorpus import vocab
+from facecorpus.codes import FFHQ_F16
 from facecorpus.trainer import generate as gen
 from facecorpus.trainer.config import model_preset
 from facecorpus.trainer.model import Talk2Face
 from facecorpus.trainer.sequences import SequenceBuilder
-from PIL import Image
 from runs import save_run
-
-from facecorpus import vocab
-from facecorpus.codes import FFHQ_F16
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -308,14 +308,6 @@ def bomb_png(path, width: int, height: int):
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
                      + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
     return path
-
-
-def clean_failure(res, *expected: str) -> None:
-    """The CLI stopped with one clear message: click's own exit (no exception escaped), no traceback."""
-    assert res.exit_code not in (0, None) and isinstance(res.exception, SystemExit), res.output
-    assert "Traceback" not in res.output
-    for text in expected:
-        assert text in res.output, res.output
 
 
 @pytest.mark.parametrize("case", ["batch-size-0", "no-cuda", "no-such-device", "bomb", "bomb-warning"])

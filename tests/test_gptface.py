@@ -9,19 +9,33 @@ import re
 import numpy as np
 import pytest
 import torch
-from facecorpus.trainer import generate as gen
-from facecorpus.trainer.config import ConfigError, GPTFaceConfig, MaskingConfig, model_preset
-from facecorpus.trainer.gptface import GPTFace, param_summary
-from facecorpus.trainer.gptface_batch import (IGNORE, IMAGE, OTHER, TEXT, GPTFaceBatcher, Layout, modality_table,
-                                              itm_donors, restrict_logits)
-from facecorpus.trainer.gptface_loss import gptface_loss, summarize
-from facecorpus.trainer.gptface_masking import (image_budget, image_mask_count, image_span_mask,
-                                                span_length_probs, text_span_mask)
-from facecorpus.trainer.sequences import SequenceBuilder, truncate_words
 from scipy import ndimage
 
 from facecorpus import vocab
 from facecorpus.codes import FFHQ_F16, CodeGrid
+from facecorpus.trainer import generate as gen
+from facecorpus.trainer.config import ConfigError, GPTFaceConfig, MaskingConfig, model_preset
+from facecorpus.trainer.gptface import GPTFace, param_summary
+from facecorpus.trainer.gptface_batch import (
+    IGNORE,
+    IMAGE,
+    OTHER,
+    TEXT,
+    GPTFaceBatcher,
+    Layout,
+    itm_donors,
+    modality_table,
+    restrict_logits,
+)
+from facecorpus.trainer.gptface_loss import gptface_loss, summarize
+from facecorpus.trainer.gptface_masking import (
+    image_budget,
+    image_mask_count,
+    image_span_mask,
+    span_length_probs,
+    text_span_mask,
+)
+from facecorpus.trainer.sequences import SequenceBuilder, truncate_words
 
 GPTFACE_GRID = CodeGrid(8192, 21, 336)
 SMALL_GRID = CodeGrid(64, 4, 64)       # 16 codes: keeps the training test to a second or two

@@ -4,10 +4,10 @@ checkpoints' configs, overrides, and the warm-up from a start rate."""
 from __future__ import annotations
 
 import pytest
-from facecorpus.trainer import config as C
-from facecorpus.trainer.config import ConfigError, GPTFaceConfig, MaskingConfig, ModelConfig, RunConfig
 
 from facecorpus.codes import FFHQ_F16, CodeGrid
+from facecorpus.trainer import config as C
+from facecorpus.trainer.config import ConfigError, GPTFaceConfig, MaskingConfig, ModelConfig, RunConfig
 
 
 def test_gptface_base_carries_the_papers_recipe():

@@ -9,19 +9,19 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
+from PIL import Image
+
+from clikit import clean_failure
+from facecorpus import vocab
+from facecorpus.cli import main
+from facecorpus.codes import FFHQ_F16
 from facecorpus.trainer import gptface_generate as gg
 from facecorpus.trainer.config import model_preset
 from facecorpus.trainer.generate import GenerationError, Sampling
 from facecorpus.trainer.gptface import GPTFace
 from facecorpus.trainer.gptface_batch import Layout
 from facecorpus.trainer.model import Talk2Face
-from PIL import Image
 from runs import save_run
-from test_generate import clean_failure
-
-from facecorpus import vocab
-from facecorpus.cli import main
-from facecorpus.codes import FFHQ_F16
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 LAYOUT = Layout(FFHQ_F16)
@@ -197,13 +197,13 @@ def test_a_gptface_prompt_on_a_talk2face_run_is_refused(tmp_path, gptface_run):
 
 @pytest.mark.slow
 def test_demo_stage_trains_gptface_and_inpaints_a_face(tmp_path):
-    from facecorpus.shards import writer
-    from facecorpus.trainer import demo_gptface
     from rich.console import Console
-    from shardkit import CAPTIONS, codes_of, record
 
     from facecorpus.preprocess import POLICY
+    from facecorpus.shards import writer
+    from facecorpus.trainer import demo_gptface
     from facecorpus.vqgan import load_vqgan
+    from shardkit import CAPTIONS, codes_of, record
 
     records = [record("celeba", f"{n:05d}", "caption", "train", CAPTIONS[n % 3], n=n) for n in range(16)]
     identity = {"vqgan": load_vqgan("tiny-f16").identity, "preprocess": POLICY}   # what the demo's shards record

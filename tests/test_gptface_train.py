@@ -10,6 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from rich.console import Console
+
+from facecorpus.cli import main
+from facecorpus.codes import FFHQ_F16
 from facecorpus.trainer import checkpoint
 from facecorpus.trainer.checkpoint import resolve_config
 from facecorpus.trainer.config import RunConfig, apply_overrides
@@ -17,12 +21,8 @@ from facecorpus.trainer.gptface import GPTFace
 from facecorpus.trainer.gptface_batch import GPTFaceBatch
 from facecorpus.trainer.gptface_data import GPTFaceStream
 from facecorpus.trainer.train import accumulation_steps, batch_width, train
-from rich.console import Console
+from runs import kill_when_published, losses, torchrun, with_val_split
 from shardkit import CAPTIONS, record, stream_shards, write_shards
-from test_train import kill_when_published, losses, torchrun, with_val_split
-
-from facecorpus.cli import main
-from facecorpus.codes import FFHQ_F16
 
 # One process: 4 sequences a step, a checkpoint every step; the budget rises every step so that
 # resuming at the wrong step would show.

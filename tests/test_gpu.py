@@ -9,15 +9,14 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import torch
+
+from facecorpus.codes import FFHQ_F16
 from facecorpus.shards.encoder import Encoder
 from facecorpus.trainer import config as C
 from facecorpus.trainer.model import Talk2Face
 from facecorpus.trainer.packing import pack
 from facecorpus.trainer.sequences import collate
-from test_attention import instances
-from test_encoder import pixel_batch
-
-from facecorpus.codes import FFHQ_F16
+from twinkit import instances, pixel_batch
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from facecorpus.shards.writer import shard
 
+from facecorpus.shards.writer import shard
 from tokenkit import make_manifest, tokenize_in_process
 
 TOKENIZE_TRIALS, SHARD_TRIALS = 4, 6  # 10 kills in all; a tokenize start costs Ray + torch imports

@@ -93,3 +93,11 @@ def test_no_benchmark_is_named_like_a_standard_library_module():
     # stdlib's tokenize (imported by logging, inspect and torch) and needed a sys.path rewrite.
     names = {p.stem for p in (ROOT / "benchmarks").glob("*.py")}
     assert not names & sys.stdlib_module_names, names & sys.stdlib_module_names
+
+
+def test_tests_share_helpers_through_helper_modules_not_through_each_other():
+    # A test module imported by another runs its fixtures and module-level code twice and ties two
+    # tests' edits together; shared pieces live in the *kit.py / runs.py helpers beside the tests.
+    found = [f"{path.name} imports {name}" for path in sorted((ROOT / "tests").glob("*.py"))
+             for name in _imports(path) if name.split(".")[0].startswith("test_")]
+    assert not found, found  # main: test_gpu imported test_attention and test_encoder, and two more

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from facecorpus.trainer import config as C
-from facecorpus.trainer.model import ReleasedLayerNorm, Talk2Face, prefix_lm_mask
 
 from facecorpus.codes import FFHQ_F16
+from facecorpus.trainer import config as C
+from facecorpus.trainer.model import ReleasedLayerNorm, Talk2Face, prefix_lm_mask
 
 
 def tiny(**kw) -> Talk2Face:

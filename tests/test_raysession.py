@@ -115,6 +115,7 @@ def test_join_a_token_auth_cluster_as_ray_documents_or_fail_in_one_line(token_he
 
 def test_a_join_with_nobody_there_is_one_line(tmp_path):
     from click.testing import CliRunner
+
     from facecorpus.shards.cli import tokenize as tokenize_cmd
 
     manifest = make_manifest(tmp_path, 1, broken=False, captions=False)

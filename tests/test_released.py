@@ -13,12 +13,11 @@ import os
 
 import pytest
 import torch
-from facecorpus.trainer import generate, released
-from facecorpus.trainer.sequences import SequenceBuilder
 
 from facecorpus import vocab
 from facecorpus.codes import FFHQ_F16
-
+from facecorpus.trainer import generate, released
+from facecorpus.trainer.sequences import SequenceBuilder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

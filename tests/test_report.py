@@ -9,18 +9,18 @@ import shutil
 import pyarrow as pa
 import pytest
 from click.testing import CliRunner
-from facecorpus.reports import demo, labelstats, render, stats, table1
-from facecorpus.reports.cli import report as report_cmd
 from rich.console import Console
-from shardkit import stream_shards
-
-from manifestkit import LONG_CAPTION, build_manifest
 
 from facecorpus import summary as run_summary
 from facecorpus import vocab
 from facecorpus.cli import main
 from facecorpus.converters.samples import rafdb as rafdb_sample
 from facecorpus.manifest import to_table, write_partition
+from facecorpus.reports import demo, labelstats, render, stats, table1
+from facecorpus.reports.cli import report as report_cmd
+from manifestkit import LONG_CAPTION, build_manifest
+from shardkit import stream_shards
+
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> dict:

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
 from facecorpus.reports.cli import report as report_cmd
-from shardkit import stream_shards
 from manifestkit import build_manifest
+from shardkit import stream_shards
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 CHROMIUM = ("/usr/bin/chromium", "/usr/bin/chromium-browser")

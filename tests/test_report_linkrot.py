@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 from click.testing import CliRunner
-from facecorpus.reports import render, stats
-from facecorpus.reports.cli import report as report_cmd
 
 from facecorpus.converters import pipeline
 from facecorpus.converters.samples import rafdb as rafdb_sample
+from facecorpus.reports import render, stats
+from facecorpus.reports.cli import report as report_cmd
 
 DATA = Path(__file__).parent / "data" / "img2dataset" / "webdataset"
 

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rawfiles
-from facereading import expected, read
 
+import rawfiles
+from facecorpus.codes import FFHQ_F16
 from facecorpus.converters.samples import celeba as celeba_sample
 from facecorpus.converters.samples import faces
-from facecorpus.codes import FFHQ_F16
 from facecorpus.preprocess import load_image, preprocess_uint8
 from facecorpus.records import DATASETS
+from facereading import expected, read
 
 MAPPING = {f"celebahq/{i}": f"celeba/{i + 1:06d}" for i in range(30_000)}  # every index the HQ samples use
 OLD = ("elderly", "very old")

@@ -7,11 +7,11 @@ import json
 
 import numpy as np
 import pytest
-from facecorpus.trainer.config import RunConfig
-from facecorpus.trainer.sequences import TASKS, SequenceBuilder, collate, default_seq_len, text_budget
 
 from facecorpus import textproto, vocab
 from facecorpus.codes import FFHQ_F16, CodeGrid
+from facecorpus.trainer.config import RunConfig
+from facecorpus.trainer.sequences import TASKS, SequenceBuilder, collate, default_seq_len, text_budget
 
 CODES = np.arange(256, dtype=np.uint16).reshape(16, 16) * 4   # codes 0..1020
 

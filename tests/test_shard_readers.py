@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 import pytest
-import s3kit
 from click.testing import CliRunner
-from shardkit import record, write_shards
 
+import s3kit
 from facecorpus import manifest, storage
 from facecorpus.cli import main
 from facecorpus.converters.samples import img2dataset as web_sample
+from shardkit import record, write_shards
 
 JSON_FIELDS = ["dataset", "image_id", "key", "kind", "labels", "split"]
 

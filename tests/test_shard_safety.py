@@ -12,6 +12,7 @@ import shutil
 import pytest
 import torch
 from click.testing import CliRunner
+
 from facecorpus.cli import main as facecorpus
 from facecorpus.shards import format as fmt
 from facecorpus.trainer import evaluate as ev
@@ -181,9 +182,8 @@ def test_a_corrupt_txt_in_train_names_shard_and_key_even_from_a_worker(shards, t
 
 
 def test_a_truncated_test_shard_in_evaluate(tmp_path):
-    from shardkit import record, write_shards
-
     from facecorpus.codes import FFHQ_F16
+    from shardkit import record, write_shards
 
     shards = write_shards(tmp_path / "shards", [record("cacd", f"c{i}", "attributes", "test", f"cacd age: {20 + i}",
                                                        {"age": 20 + i}) for i in range(3)])

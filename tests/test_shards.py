@@ -13,19 +13,19 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from click.testing import CliRunner
+
+from facecorpus.codes import FFHQ_F16, CodeGrid
+from facecorpus.preprocess import POLICY
 from facecorpus.shards import format as fmt
 from facecorpus.shards import writer
 from facecorpus.shards.cli import shard as shard_cmd
 from facecorpus.shards.cli import verify as verify_cmd
-from tokenkit import make_manifest, tokenize_in_process
 from facecorpus.shards.verify import verify
 from facecorpus.shards.writer import ShardError, shard
-from shardkit import IDENTITY, edit_index, record, rewrite_tar, write_shards
-
-from facecorpus.codes import FFHQ_F16, CodeGrid
-from facecorpus.preprocess import POLICY
 from facecorpus.vocab import VOCAB_SHA256
 from facecorpus.vqgan import load_vqgan
+from shardkit import IDENTITY, edit_index, record, rewrite_tar, write_shards
+from tokenkit import make_manifest, tokenize_in_process
 
 N = 7  # samples per shard
 

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 import pytest
-import s3kit
 from click.testing import CliRunner
-from s3kit import BUCKET, objects
 
+import s3kit
 from facecorpus import atomic, manifest, storage
 from facecorpus.cli import main
 from facecorpus.converters.samples import celeba as celeba_sample
 from facecorpus.converters.samples import img2dataset as web_sample
+from s3kit import BUCKET, objects
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from facecorpus.shards import format as fmt
 from facecorpus.trainer import batches as stream
 from facecorpus.trainer.sequences import TASKS

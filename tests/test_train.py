@@ -5,52 +5,30 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
-import subprocess
-import sys
 import typing
 from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
-from facecorpus.trainer import checkpoint
-from facecorpus.trainer import config as C
-from facecorpus.trainer.checkpoint import resolve_config
-from facecorpus.trainer.config import RunConfig, model_preset
-from facecorpus.trainer.model import Talk2Face
-from runs import kill_when_published, save_run
-from shardkit import ATTRIBUTES, CAPTIONS, IDENTITY, record, stream_shards, write_shards
 
 from facecorpus import vocab
 from facecorpus.cli import main
 from facecorpus.codes import FFHQ_F16
 from facecorpus.records import KINDS
+from facecorpus.trainer import checkpoint
+from facecorpus.trainer import config as C
+from facecorpus.trainer.checkpoint import resolve_config
+from facecorpus.trainer.config import RunConfig, model_preset
+from facecorpus.trainer.model import Talk2Face
+from runs import kill_when_published, losses, save_run, torchrun, with_val_split
+from shardkit import ATTRIBUTES, CAPTIONS, IDENTITY, record, stream_shards
 
-BIN = Path(sys.executable).parent
-# 2 ranks x micro-batch 4 x 2 accumulation steps = 16 per step; dropout on so RNG state matters.
-ARGS = ["--preset", "tiny", "--train.batch_size=16", "--data.micro_batch=4", "--data.num_workers=0",
-        "--model.dropout=0.1", "--train.max_steps=4", "--train.warmup_steps=2", "--train.log_interval=1",
-        "--train.ckpt_interval=2", "--train.precision=fp32", "--data.seq_len=300"]
 # One process, for the in-process runs: 4 sequences a step, a checkpoint every step.
 SMALL = ["--train.batch_size=4", "--data.micro_batch=4", "--data.num_workers=0", "--model.dropout=0.1",
          "--train.warmup_steps=1", "--train.log_interval=1", "--train.ckpt_interval=1", "--train.precision=fp32",
          "--data.seq_len=300", "--train.keep_checkpoints=0"]
-
-
-def torchrun(shards: Path, out: Path, *extra: str, wait: bool = True):
-    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    cmd = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node=2", "--no-python", str(BIN / "facecorpus"),
-           "train", "--shards", str(shards), "--out", str(out), *ARGS, *extra]
-    if not wait:   # its own session: a kill of the group reaches torchrun and both ranks at once
-        return subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180, check=False)
-
-
-def losses(run: Path) -> dict[int, tuple[float, float]]:
-    lines = [json.loads(x) for x in (run / "train.jsonl").read_text().splitlines()]
-    return {r["step"]: (r["loss"], r["grad_norm"]) for r in lines if "loss" in r}
 
 
 @pytest.mark.slow
@@ -85,8 +63,9 @@ def train_here(shards: Path, run: Path, *extra: str) -> tuple[dict, str]:
     """`facecorpus train` in this process -> (its result, what it printed)."""
     import io
 
-    from facecorpus.trainer.train import train
     from rich.console import Console
+
+    from facecorpus.trainer.train import train
 
     cfg, _ = resolve_config(run, str(shards), "tiny", [*SMALL, *extra])
     out = io.StringIO()
@@ -271,13 +250,6 @@ def test_a_wrong_setting_stops_train_before_any_work(tmp_path):
 
 # ---------------------------------------------------------------- held-out loss
 
-def with_val_split(root: Path) -> Path:
-    """Train shards plus a val split of both kinds, through the real writer."""
-    records = [record("celeba", f"{split}{n}", kind, split, (CAPTIONS if kind == "caption" else ATTRIBUTES)[n % 3], n=n)
-               for split, per_kind in (("train", 8), ("val", 3)) for kind in KINDS for n in range(per_kind)]
-    return write_shards(root, records, samples_per_shard=4)
-
-
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")
 def test_held_out_loss_is_logged_and_leaves_training_alone(tmp_path):
@@ -300,11 +272,11 @@ def test_a_run_on_another_code_grid_takes_its_sizes_from_the_shards(tmp_path):
     """Shards of a VQGAN with 64 codes on a 4x4 grid: the model's vocabulary, the sequence length and
     the generated images follow that grid, from the index through the checkpoint to generation."""
     import numpy as np
+
+    from facecorpus.codes import CodeGrid
     from facecorpus.shards import writer
     from facecorpus.trainer import generate as gen
     from facecorpus.trainer.inference import open_model
-
-    from facecorpus.codes import CodeGrid
 
     grid = CodeGrid(codebook_size=64, side=4, resolution=64)
     rng = np.random.default_rng(0)

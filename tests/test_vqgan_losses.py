@@ -10,14 +10,14 @@ import types
 import numpy as np
 import pytest
 import torch
+
+from facecorpus import vqgan as vq
+from facecorpus.converters.samples import faces
 from facecorpus.trainer import lpips as lp
 from facecorpus.trainer import vqgan_losses as L
 from facecorpus.trainer.vqgan_codebook import CodebookWatch, usage_and_perplexity
 from facecorpus.trainer.vqgan_config import LossConfig
 from vqgankit import lpips_files
-
-from facecorpus import vqgan as vq
-from facecorpus.converters.samples import faces
 
 # A VQGAN small enough to train in seconds: 32x32 images, f4, 64 codes.
 SMALL = {"name": "small", "ddconfig": {"double_z": False, "z_channels": 8, "resolution": 32, "in_channels": 3,

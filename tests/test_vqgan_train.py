@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from inceptionkit import save_fake_inception
-from runs import kill_when_published
-from vqgankit import celeba_manifest, lpips_files
 
 from facecorpus import vqgan as vq
 from facecorpus.cli import main
+from inceptionkit import save_fake_inception
+from runs import kill_when_published
+from vqgankit import celeba_manifest, lpips_files
 
 BIN = Path(sys.executable).parent
 # Cheap steps: 32-pixel crops (2x2 codes), the GAN from step 2, codes re-seeded every 2 steps, no

@@ -7,11 +7,11 @@ import io
 from pathlib import Path
 
 import torch
-from facecorpus.trainer import lpips as lp
 from rich.console import Console
 
 from facecorpus.converters import pipeline
 from facecorpus.converters.samples import celeba
+from facecorpus.trainer import lpips as lp
 
 
 def lpips_files(folder: Path, seed: int = 0) -> tuple[Path, Path, torch.nn.Sequential]:

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from facecorpus.shards import format as fmt
-from facecorpus.shards.stream import ShardSequence
 
 from facecorpus.records import KINDS
+from facecorpus.shards import format as fmt
+from facecorpus.shards.stream import ShardSequence
 
 from .sequences import TASKS, SequenceBuilder, collate
 

@@ -29,7 +29,6 @@ from facecorpus.codes import CodeGrid
 
 from .settings import FRACTION, NON_NEGATIVE, POSITIVE, ConfigError, Rule, check, fail, key_lines, override
 
-
 SHARE = Rule(low=0, high=1, open_low=True)   # a fraction that must be above 0
 
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from facecorpus.shards import format as fmt
 
 from facecorpus.preprocess import to_pil
+from facecorpus.shards import format as fmt
 
 from . import gptface_generate as gg
 from .config import RunConfig, apply_overrides

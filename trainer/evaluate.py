@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from facecorpus.shards import format as fmt
-from facecorpus.shards.format import Sample
 
 from facecorpus import textproto
+from facecorpus.shards import format as fmt
+from facecorpus.shards.format import Sample
 
 from . import generate as gen
 from . import metrics

@@ -32,10 +32,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from facecorpus.shards import format as fmt
 
 from facecorpus import vocab
 from facecorpus.excerpt import shorten
+from facecorpus.shards import format as fmt
 
 from .evaluate import EvaluationError, by_image, codes_of, read_samples
 from .gptface_batch import Layout

@@ -28,10 +28,19 @@ import torch
 from facecorpus import vocab
 from facecorpus.codes import CodeGrid
 
-from .generate import allowed_ids
 from .config import MaskingConfig
-from .gptface_masking import (IMAGE_STREAM, ITM_STREAM, SUBSET_STREAM, TEXT_STREAM, image_budget, image_mask_count,
-                              image_span_mask, sample_rng, text_span_mask)
+from .generate import allowed_ids
+from .gptface_masking import (
+    IMAGE_STREAM,
+    ITM_STREAM,
+    SUBSET_STREAM,
+    TEXT_STREAM,
+    image_budget,
+    image_mask_count,
+    image_span_mask,
+    sample_rng,
+    text_span_mask,
+)
 from .sequences import attribute_subset, continuation_table, truncate_words
 
 OTHER, IMAGE, TEXT = 0, 1, 2   # a position's modality: [CLS], [SEP] and padding / an image code / a text id

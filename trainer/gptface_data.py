@@ -15,10 +15,9 @@ what the uninterrupted run drew, without storing any mask state.
 
 from __future__ import annotations
 
+from facecorpus.records import KINDS
 from facecorpus.shards import format as fmt
 from facecorpus.shards.stream import ShardSequence
-
-from facecorpus.records import KINDS
 
 from .batches import ShardBatches, StreamSpec, training_index
 from .config import RunConfig

@@ -11,9 +11,8 @@ released Talk2Face recipe, and why:
 
 from __future__ import annotations
 
-import functools
-
 import contextlib
+import functools
 import json
 import os
 import time
@@ -22,10 +21,10 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from facecorpus.shards.format import ShardIndex
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from facecorpus import atomic
+from facecorpus.shards.format import ShardIndex
 
 from . import checkpoint, mfu
 from .batches import StreamSpec, make_loader, training_index

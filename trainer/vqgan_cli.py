@@ -36,7 +36,8 @@ def train_vqgan(ctx: click.Context, manifest: str, out: Path, preset: str | None
     Any config key can be overridden as --section.key=value (or --key=value when unique), keeping its
     type, e.g. --train.max_steps=2000 --data.micro_batch=8 --loss.disc_start=5000.
     """
-    from .vqgan_train import resolve_config, train_vqgan as run_training
+    from .vqgan_train import resolve_config
+    from .vqgan_train import train_vqgan as run_training
 
     try:
         cfg, resuming = resolve_config(out, manifest, preset, list(ctx.args))
