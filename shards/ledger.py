@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 from facecorpus.shards.cache import cached_among, parts, write_part
 
 STAGES = ("refused", "read", "decode", "preprocess", "encode")

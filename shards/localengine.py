@@ -23,6 +23,7 @@ from facecorpus.shards import plan
 from facecorpus.shards.encoder import Encoder
 from facecorpus.shards.reading import read_batch
 
+
 def layout(opts, gpu: bool, cpus: int) -> dict:
     """Readers, encoder batch, calls in flight and the encoder's threads: tokenization.py's defaults for
     one machine (the encoder holds one CPU; on CPU it also holds the threads it computes with)."""

@@ -23,11 +23,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from facecorpus.shards import cache as cache_mod
-from facecorpus.shards import digests
 
 from facecorpus import manifest as mf
 from facecorpus import storage
+from facecorpus.shards import cache as cache_mod
+from facecorpus.shards import digests
 
 COLUMNS = ["key", "dataset", "image", "image_id", "bbox"]
 BLOCK = ("image_id", "path", "root", "bbox")  # a plan block's columns, what a read task gets

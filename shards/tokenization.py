@@ -25,15 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from facecorpus.preprocess import POLICY
 from facecorpus.shards import cache as cache_mod
 from facecorpus.shards import digests, ledger, localengine
 from facecorpus.shards import plan as plan_mod
 from facecorpus.shards.encoder import Encoder
 from facecorpus.shards.raysession import ray_session
 from facecorpus.shards.reading import OK, REFUSED, read_batch
-
-from facecorpus.preprocess import POLICY
-
 
 ENGINES = ("ray", "local")
 

@@ -30,14 +30,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from facecorpus.shards import cache as cache_mod
-from facecorpus.shards import digests, ledger
-from facecorpus.shards import format as fmt
 
 from facecorpus import manifest as mf
 from facecorpus.atomic import sweep
 from facecorpus.codes import CODE_DTYPE, CodeGrid
 from facecorpus.records import KINDS, SPLITS
+from facecorpus.shards import cache as cache_mod
+from facecorpus.shards import digests, ledger
+from facecorpus.shards import format as fmt
 
 GROUPS = [(s, k) for s in SPLITS for k in KINDS]
 BUCKET_SAMPLES = 16_384   # samples per spill bucket on average: what phase `write` holds at once, with a shard

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from facecorpus.shards import cache as cache_mod
 
 import raycluster
+from facecorpus.shards import cache as cache_mod
 from tokenkit import make_manifest, tokenize_in_process
 
 CLI = [sys.executable, "-c", "from facecorpus.cli import main; main()"]

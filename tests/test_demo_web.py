@@ -6,14 +6,14 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
-from facecorpus.shards.reading import OK, read_batch
-from facecorpus.shards.plan import plan
 from rich.console import Console
 
 from facecorpus import imageref, manifest, summary
 from facecorpus.converters import demo
 from facecorpus.converters.samples import img2dataset as web_sample
 from facecorpus.converters.samples.faces import look_from_captions
+from facecorpus.shards.plan import plan
+from facecorpus.shards.reading import OK, read_batch
 
 
 def test_the_demo_converts_its_web_set_beside_the_curated_ones_and_reads_its_tars(tmp_path):

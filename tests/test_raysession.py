@@ -128,6 +128,7 @@ def test_a_join_with_nobody_there_is_one_line(tmp_path):
 
 def test_a_runtime_environment_is_a_json_object_for_a_joined_cluster(tmp_path, monkeypatch):
     from click.testing import CliRunner
+
     from facecorpus.shards.cli import tokenize as tokenize_cmd
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)

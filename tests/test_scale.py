@@ -13,14 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from facecorpus.shards import cache as cache_mod
-from facecorpus.shards import plan as plan_mod
-from facecorpus.shards import writer
 
 from facecorpus import manifest as mf
 from facecorpus import records
 from facecorpus.codes import FFHQ_F16
 from facecorpus.preprocess import POLICY
+from facecorpus.shards import cache as cache_mod
+from facecorpus.shards import plan as plan_mod
+from facecorpus.shards import writer
 
 IDENTITY = {"name": "null-encoder", "config_sha256": "null", "checkpoint_sha256": "null", **FFHQ_F16.as_dict()}
 

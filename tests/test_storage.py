@@ -196,8 +196,8 @@ def test_a_local_manifest_records_a_remote_raw_folder_by_its_uri(s3, tmp_path):
 def test_raw_images_in_object_storage_are_read_in_place_by_range(s3, tmp_path):
     """tokenize's read stage opens a tar object once and fetches members by byte range: the same pixels
     as from the local tar; a name outside the dataset folder is refused, a missing object ledgered."""
-    from facecorpus.shards.reading import REFUSED, read_batch
     from facecorpus.shards.plan import plan
+    from facecorpus.shards.reading import REFUSED, read_batch
 
     web_sample.write(tmp_path / "raw" / "web", seed=0, n=8, per_shard=4)
     pafs.copy_files(str(tmp_path / "raw"), f"{BUCKET}/inplace", source_filesystem=pafs.LocalFileSystem(),

@@ -14,20 +14,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from facecorpus.shards import cache as cache_mod
-from facecorpus.shards import ledger
-from facecorpus.shards.encoder import Encoder
-from facecorpus.shards.reading import OK, read_one
-from facecorpus.shards.plan import plan
-from facecorpus.shards.tokenization import Options, read_rows, tokenize
 from PIL import Image
 
 from facecorpus import atomic
 from facecorpus.codes import FFHQ_F16
 from facecorpus.preprocess import POLICY, load_image, preprocess, to_model_input
+from facecorpus.shards import cache as cache_mod
+from facecorpus.shards import ledger
+from facecorpus.shards.encoder import Encoder
+from facecorpus.shards.plan import plan
+from facecorpus.shards.reading import OK, read_one
+from facecorpus.shards.tokenization import Options, read_rows, tokenize
 from facecorpus.vqgan import load_vqgan
-from tokenkit import (NullVQGAN, ProbedVQGAN, image_digests, make_manifest, null_vqgan, tokenize_in_process,
-                      write_manifest)
+from tokenkit import (
+    NullVQGAN,
+    ProbedVQGAN,
+    image_digests,
+    make_manifest,
+    null_vqgan,
+    tokenize_in_process,
+    write_manifest,
+)
 
 N_IMAGES = 100  # + 4 broken files; 1 injected encoder failure = 1%
 SIZE = FFHQ_F16.resolution
@@ -159,6 +166,7 @@ def _index_keys(out: Path, index: dict) -> list[str]:
 
 def test_cli_help_and_clear_error_without_weights(tmp_path):
     from click.testing import CliRunner
+
     from facecorpus.shards.cli import tokenize as tokenize_cmd
 
     r = CliRunner().invoke(tokenize_cmd, ["--help"], terminal_width=200)
@@ -349,6 +357,7 @@ def test_the_local_engine_caches_the_reference_codes_and_ledger_without_ray(tmp_
 
 def test_cli_compile_takes_an_optional_mode_and_the_gpu_options_reach_tokenize(monkeypatch, tmp_path):
     from click.testing import CliRunner
+
     from facecorpus.shards import tokenization
     from facecorpus.shards.cli import tokenize as tokenize_cmd
 

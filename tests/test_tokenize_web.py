@@ -14,16 +14,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from facecorpus.shards import cache as cache_mod
-from facecorpus.shards import ledger
-from facecorpus.shards.reading import OK, REFUSED, read_batch, read_one
-from facecorpus.shards.plan import plan
-from facecorpus.shards.tokenization import Options, tokenize
 
 from facecorpus import manifest
 from facecorpus.codes import FFHQ_F16
 from facecorpus.converters import pipeline
 from facecorpus.preprocess import load_image, preprocess_uint8
+from facecorpus.shards import cache as cache_mod
+from facecorpus.shards import ledger
+from facecorpus.shards.plan import plan
+from facecorpus.shards.reading import OK, REFUSED, read_batch, read_one
+from facecorpus.shards.tokenization import Options, tokenize
 from tokenkit import tokenize_in_process
 
 DATA = Path(__file__).parent / "data" / "img2dataset"

@@ -18,16 +18,16 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from facecorpus.shards import cache as cache_mod
-from facecorpus.shards import ledger
-from facecorpus.shards.reading import read_one
-from facecorpus.shards.plan import plan
 from PIL import Image, ImageDraw
 
 from facecorpus import manifest as mf
 from facecorpus import records
 from facecorpus.codes import FFHQ_F16
 from facecorpus.preprocess import POLICY, to_model_input
+from facecorpus.shards import cache as cache_mod
+from facecorpus.shards import ledger
+from facecorpus.shards.plan import plan
+from facecorpus.shards.reading import read_one
 from facecorpus.vqgan import load_vqgan
 
 BROKEN = ("missing", "empty", "truncated", "garbage")

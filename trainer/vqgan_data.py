@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from facecorpus.shards.plan import plan
-from facecorpus.shards.reading import OK, read_batch
 
 from facecorpus import manifest as mf
 from facecorpus.excerpt import shorten
+from facecorpus.shards.plan import plan
+from facecorpus.shards.reading import OK, read_batch
 
 
 class ImageError(ValueError):
