@@ -235,11 +235,7 @@ def _train(cfg: RunConfig, run: Path, rank: int, world: int, device: torch.devic
                           f"{cfg.data.micro_batch} sequences x {accum} micro-steps = {cfg.train.batch_size} per step; "
                           f"{cfg.data.seq_len} ids per sequence ({cfg.grid.count} image codes)")
 
-    raw = model
-    if cfg.train.compile:
-        for block in raw.blocks:
-            block.compile()
-    model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
+    raw, model = model, _wrapped(model, cfg, world, device)
     spec = StreamSpec(cfg.data.shards, cfg.data.split, cfg.data.seq_len, batch_width(cfg), cfg.data.micro_batch,
                       cfg.data.num_workers, cfg.data.shuffle_shards, cfg.data.loss_on, cfg.train.seed,
                       rank, world, batches, cfg.data.check_sha256, cfg.data.task_names)
@@ -264,11 +260,7 @@ def _train(cfg: RunConfig, run: Path, rank: int, world: int, device: torch.devic
             # Only the last micro-step all-reduces gradients; the others accumulate locally.
             _micro_step(family, model, batch, device, amp, micro == accum - 1 or world == 1, accum, window)
             flops += family.flops(cfg, batch)   # from the batch's CPU tensors: no sync
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip or float("inf"))
-        lr = scheduler.get_last_lr()[0]   # the rate this step used
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        grad_norm, lr = _optimizer_step(model, optimizer, scheduler, cfg.train.grad_clip)
         step, batches = step + 1, batches + accum
         if on_step is not None:
             on_step(step)
@@ -287,6 +279,24 @@ def _train(cfg: RunConfig, run: Path, rank: int, world: int, device: torch.devic
             if stopping:
                 break
     return _finish(run, logger, step, batches, cfg, device, world)
+
+
+def _wrapped(model: torch.nn.Module, cfg: RunConfig, world: int, device: torch.device) -> torch.nn.Module:
+    """The module the loop calls: its blocks compiled when asked, under DDP with more than one process."""
+    if cfg.train.compile:
+        for block in model.blocks:
+            block.compile()
+    return DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
+
+
+def _optimizer_step(model, optimizer, scheduler, grad_clip: float) -> tuple[torch.Tensor, float]:
+    """Clip, step and zero the gradients -> (the gradient norm before clipping, the rate this step used)."""
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or float("inf"))
+    lr = scheduler.get_last_lr()[0]
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm, lr
 
 
 def batch_width(cfg: RunConfig) -> int:
