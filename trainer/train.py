@@ -347,14 +347,20 @@ def _micro_step(family: Family, model, batch, device, amp, sync: bool, accum: in
     window.add(sums)
 
 
-def _finish(run: Path, logger, step: int, batches: int, cfg: RunConfig, device, world: int) -> dict:
-    """Every rank reports how far it got: uneven shards must not leave one rank behind."""
-    mine = torch.tensor([step, batches * cfg.data.micro_batch], device=device)
+def per_rank(values: list[int], device, world: int) -> list[list[int]]:
+    """Each of `values` as every rank holds it (rank order): one all_gather, or this rank's alone."""
+    mine = torch.tensor(values, device=device)
     every = [mine]
     if world > 1:
         every = [torch.zeros_like(mine) for _ in range(world)]
         dist.all_gather(every, mine)
-    end = {"event": "end", "steps_per_rank": [int(t[0]) for t in every], "sequences_per_rank": [int(t[1]) for t in every]}
+    return [[int(t[i]) for t in every] for i in range(len(values))]
+
+
+def _finish(run: Path, logger, step: int, batches: int, cfg: RunConfig, device, world: int) -> dict:
+    """Every rank reports how far it got: uneven shards must not leave one rank behind."""
+    steps, sequences = per_rank([step, batches * cfg.data.micro_batch], device, world)
+    end = {"event": "end", "steps_per_rank": steps, "sequences_per_rank": sequences}
     logger.write(end)
     logger.close()
     return {"steps": step, **{k: v for k, v in end.items() if k != "event"},

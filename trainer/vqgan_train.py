@@ -35,7 +35,7 @@ from facecorpus.preprocess import to_model_input
 from . import checkpoint, vqgan_data
 from .lpips import LPIPS
 from .metrics import psnr
-from .train import Logger, autocast_dtype, run_distributed
+from .train import Logger, autocast_dtype, per_rank, run_distributed
 from .vqgan_codebook import CodebookWatch, summed, usage_and_perplexity
 from .vqgan_config import VQRunConfig, apply_overrides
 from .vqgan_losses import autoencoder_loss, discriminator, discriminator_loss, gan_on
@@ -297,12 +297,8 @@ def _log_record(step: int, cfg: VQRunConfig, sums: Sums, watch: CodebookWatch, w
 
 def _finish(run: Path, logger: VQLogger, step: int, consumed: int, device, world: int) -> dict:
     """Every rank reports how far it got; the result names the VQGAN files `tokenize` takes."""
-    mine = torch.tensor([step, consumed], device=device)
-    every = [mine]
-    if world > 1:
-        every = [torch.zeros_like(mine) for _ in range(world)]
-        dist.all_gather(every, mine)
-    end = {"event": "end", "steps_per_rank": [int(t[0]) for t in every], "images_per_rank": [int(t[1]) for t in every]}
+    steps, images = per_rank([step, consumed], device, world)
+    end = {"event": "end", "steps_per_rank": steps, "images_per_rank": images}
     logger.write(end)
     logger.close()
     ckpt = checkpoint.newest_intact(run)
