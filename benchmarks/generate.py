@@ -65,7 +65,7 @@ def timed(fn, device: str) -> tuple[torch.Tensor, float]:
     return out, time.perf_counter() - t0
 
 
-def main() -> None:
+def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--preset", default=None, help="tiny (CPU default) or talk2face-base (CUDA default)")
@@ -76,7 +76,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="CPU intra-op threads (default torch's)")
     ap.add_argument("--no-graph", action="store_true", help="no CUDA graph: run the cached step eagerly")
     ap.add_argument("--no-record", action="store_true", help="do not append to benchmarks/RESULTS.md")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = _args()
     cuda = args.device.startswith("cuda")
     preset = args.preset or ("talk2face-base" if cuda else "tiny")
     batch = args.batch or (16 if cuda else 1)
