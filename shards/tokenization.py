@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facecorpus import arrowpool
 from facecorpus.preprocess import POLICY
 from facecorpus.shards import cache as cache_mod
 from facecorpus.shards import digests, ledger, localengine
@@ -185,6 +186,7 @@ def tokenize(manifest: Path, cache: Path, opts: Options, progress=None, load_mod
     if opts.ray_runtime_env and not opts.ray_address:
         raise ValueError("--ray-runtime-env ships facecorpus to a cluster's workers: it needs --ray-address "
                          "(the Ray this process starts already imports it)")
+    arrowpool.use_returning_pool()  # the driver streams the manifest and the cache: flat memory
     load_model = load_model or load_vqgan
     model = load_model(opts.vqgan, opts.ckpt, trust_checkpoint=opts.trust_checkpoint)
     identity, size = model.identity, model.code_grid.resolution

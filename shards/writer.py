@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from facecorpus import arrowpool
 from facecorpus import manifest as mf
 from facecorpus.atomic import sweep
 from facecorpus.codes import CODE_DTYPE, CodeGrid
@@ -115,6 +116,7 @@ def shard(manifest: Path, cache: Path, out: Path, samples_per_shard: int = 1000,
           progress=None) -> dict:
     if samples_per_shard < 1:
         raise ShardError(f"--samples-per-shard must be >= 1, got {samples_per_shard}")
+    arrowpool.use_returning_pool()  # streamed manifest, spill and buckets: memory flat as the corpus grows
     identity = cache_mod.read_identity(cache)
     grid = fmt.grid_of(identity["vqgan"], f"{Path(cache) / cache_mod.IDENTITY}: vqgan")
     with _spill_folder(out) as tmp:
