@@ -21,6 +21,7 @@ import contextlib
 import time
 import warnings
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,10 +97,16 @@ def _dataset(manifest: Path, index: plan_mod.Index, opts: Options, size: int, lo
         ray.get_runtime_context().get_node_id(), soft=False)).remote(
             str(manifest), index, rows, opts.raw_root)
     blocks = -(-index.todo // rows)
-    # Input blocks are built here, one tiny row each (not ray.data.range, whose read tasks would wait
-    # for CPUs that the encoder actors hold; from_arrow starts a remote task per block for metadata).
-    ds = ray.data.from_items([{"id": i} for i in range(blocks)], override_num_blocks=blocks)
-    # One read task per input block (batch_size=None: no bundling), one plan block each.
+    # Input rows are built here, one tiny row per plan block (not ray.data.range, whose read tasks would
+    # wait for CPUs that the encoder actors hold; from_arrow starts a remote task per block for metadata).
+    # The driver keeps ~2.7 KB per input *block* for the whole run (its ref and metadata): one row a block
+    # cost ~90 bytes per image at 32 images a plan block, the CPU default (issue 11). On CPU the fused
+    # read+encode task takes `batch` rows anyway (Ray bundles input rows up to the encoder's batch_size),
+    # so they come as one block: the same tasks, 1/batch of the blocks. With GPUs each read task is one
+    # block, so one row a block (and 256 images a row) keeps every CPU reading.
+    per_block = 1 if gpus else batch
+    ds = ray.data.from_items([{"id": i} for i in range(blocks)], override_num_blocks=-(-blocks // per_block))
+    # One read task per input block (batch_size=None: no bundling); read_fed yields one plan block per row.
     ds = ds.map_batches(read_fed, batch_size=None, batch_format="numpy",
                         fn_kwargs={"feeder": feeder, "size": size, "allow_outside": opts.allow_outside_links},
                         **read_args)
@@ -126,15 +133,20 @@ def read_rows(n: int, batch: int, cpus: int) -> int:
     return max(1, rows)
 
 
-def read_fed(batch: dict, feeder, size: int, allow_outside: bool) -> dict:
-    """Ray read task: the next plan block from the Feeder, read (reading.read_batch)."""
+def read_fed(batch: dict, feeder, size: int, allow_outside: bool) -> Iterator[dict]:
+    """Ray read task: for each row of its input block, the next plan block from the Feeder, read
+    (reading.read_batch) and handed on before the next is asked for: a task holds one plan block's
+    pixels, however many rows its block has."""
     import ray
 
-    got = [b for b in ray.get([feeder.next.remote() for _ in batch["id"]]) if b is not None]
-    reads = [read_batch(b, size, allow_outside) for b in got]
-    if not reads:  # more tasks than blocks (never planned so; kept safe): an empty block
-        return read_batch({k: np.array([], object) for k in plan_mod.BLOCK}, size, allow_outside)
-    return reads[0] if len(reads) == 1 else {k: np.concatenate([r[k] for r in reads]) for k in reads[0]}
+    yielded = False
+    for _ in batch["id"]:
+        block = ray.get(feeder.next.remote())
+        if block is not None:
+            yielded = True
+            yield read_batch(block, size, allow_outside)
+    if not yielded:  # more rows than blocks (never planned so; kept safe): an empty block
+        yield read_batch({k: np.array([], object) for k in plan_mod.BLOCK}, size, allow_outside)
 
 
 class _Sink:
