@@ -104,7 +104,10 @@ def measure(step: str, manifest: str, cache: str, out: str, engine: str) -> None
 def run_step(step: str, root: Path, engine: str) -> dict:
     cmd = [sys.executable, __file__, "--measure", step, str(root / "manifest"), str(root / "cache"),
            str(root / "shards"), "--engine", engine]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    # The facecorpus command names Arrow's system pool before pyarrow starts (facecorpus/arrowpool.py):
+    # the step runs as it would there.
+    env = {**os.environ, "ARROW_DEFAULT_MEMORY_POOL": os.environ.get("ARROW_DEFAULT_MEMORY_POOL", "system")}
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if out.returncode:
         raise SystemExit(f"{step} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -11,6 +11,11 @@ import sys
 
 import click
 
+from facecorpus import arrowpool
+
+# Before any command imports pyarrow: Arrow's C++ code reads its pool from the environment once.
+arrowpool.choose_for_process()
+
 # name -> "module:function" (a click.Command) and its one-line help, in pipeline order.
 COMMANDS = {
     "prepare": ("facecorpus.converters.prepare_cli:prepare", "Web sets' URL lists for img2dataset (LAION-Face from FaRL's ids)."),

@@ -113,6 +113,20 @@ def test_shard_streams_through_arrows_system_pool(tmp_path, mimalloc_pool):
     assert pa.default_memory_pool().backend_name == arrowpool.BACKEND == "system"
 
 
+def test_the_facecorpus_command_names_the_system_pool_before_pyarrow_starts():
+    """Arrow's C++ code (Parquet, IPC, Ray Data's conversions) takes its pool from the environment when
+    pyarrow starts: set by facecorpus.cli before any command imports pyarrow; a user's choice stays."""
+    import os
+    import subprocess
+    import sys
+
+    probe = "import facecorpus.cli, pyarrow as pa, os; print(os.environ[%r], pa.default_memory_pool().backend_name)"
+    env = {k: v for k, v in os.environ.items() if k != arrowpool.ENV}
+    got = [subprocess.run([sys.executable, "-c", probe % arrowpool.ENV], env={**env, **extra}, capture_output=True,
+                          text=True, check=True).stdout.split() for extra in ({}, {arrowpool.ENV: "jemalloc"})]
+    assert got == [["system", "system"], ["jemalloc", "jemalloc"]]  # main: KeyError (mimalloc)
+
+
 def test_a_pool_the_user_names_is_kept(monkeypatch, mimalloc_pool):
     monkeypatch.setenv(arrowpool.ENV, "mimalloc")
     assert arrowpool.use_returning_pool() == "mimalloc"
