@@ -103,8 +103,10 @@ def _dataset(manifest: Path, index: plan_mod.Index, opts: Options, size: int, lo
     # cost ~90 bytes per image at 32 images a plan block, the CPU default (issue 11). On CPU the fused
     # read+encode task takes `batch` rows anyway (Ray bundles input rows up to the encoder's batch_size),
     # so they come as one block: the same tasks, 1/batch of the blocks. With GPUs each read task is one
-    # block, so one row a block (and 256 images a row) keeps every CPU reading.
-    per_block = 1 if gpus else batch
+    # block, so one row a block (and 256 images a row) keeps every CPU reading; a small plan also keeps
+    # a row a block while there are under four blocks per CPU, so every node's actor gets some (a
+    # two-node test cluster saw one node take both of two blocks).
+    per_block = 1 if gpus else max(1, min(batch, blocks // (4 * cpus)))
     ds = ray.data.from_items([{"id": i} for i in range(blocks)], override_num_blocks=-(-blocks // per_block))
     # One read task per input block (batch_size=None: no bundling); read_fed yields one plan block per row.
     ds = ds.map_batches(read_fed, batch_size=None, batch_format="numpy",
