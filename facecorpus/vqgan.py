@@ -43,6 +43,7 @@ PRESETS = {
 FIRST_STAGE_PREFIX = "first_stage_model."
 # Keys a real taming VQModel checkpoint holds beside the model (the GAN loss) that encoding never uses.
 IGNORED_PREFIXES = ("loss.",)
+TAMING_NORM_GROUPS = 32   # taming's Normalize: GroupNorm(num_groups=32)
 
 
 class VQGANError(ValueError):
@@ -192,6 +193,22 @@ def code_grid(config: dict) -> CodeGrid:
     return CodeGrid(int(config["n_embed"]), dd["resolution"] // 2 ** (len(dd["ch_mult"]) - 1), int(dd["resolution"]))
 
 
+def regroup_norms(model: torch.nn.Module, groups: int) -> None:
+    """Give every GroupNorm of `model` `groups` groups. taming's `Normalize` is GroupNorm(32) whatever
+    the width, so on a 32-channel level each channel is normalised alone and loses its picture-wide
+    mean: a flat background or skin colour must then be carried by patterns (docs/vqgan.md). The
+    ddconfig key `norm_groups` (ours; taming's modules ignore it) sets fewer; the parameters keep
+    their shapes and names, so state dicts are taming's."""
+    if groups == TAMING_NORM_GROUPS:
+        return
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, torch.nn.GroupNorm):
+                if child.num_channels % groups:
+                    raise VQGANError(f"ddconfig norm_groups {groups} does not divide a {child.num_channels}-channel level")
+                setattr(parent, name, torch.nn.GroupNorm(groups, child.num_channels, eps=child.eps, affine=child.affine))
+
+
 class VQGAN(torch.nn.Module):
     """VQModel's encode/decode path under VQModel's attribute names (so its state dict loads as is)."""
 
@@ -201,6 +218,7 @@ class VQGAN(torch.nn.Module):
         self.encoder = Encoder(**dd)
         with contextlib.redirect_stdout(io.StringIO()):  # taming's Decoder prints its z shape
             self.decoder = Decoder(**dd)
+        regroup_norms(self, dd.get("norm_groups", TAMING_NORM_GROUPS))
         self.quantize = VectorQuantizer2(config["n_embed"], config["embed_dim"], beta=0.25, sane_index_shape=True)
         self.quant_conv = torch.nn.Conv2d(dd["z_channels"], config["embed_dim"], 1)
         self.post_quant_conv = torch.nn.Conv2d(config["embed_dim"], dd["z_channels"], 1)
